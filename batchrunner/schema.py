@@ -1,0 +1,87 @@
+"""The result row: one per (input id, model), the same in JSONL and Parquet.
+
+``RESULT_FIELDS`` is the column order; ``RESULT_SCHEMA`` the Arrow schema that Parquet
+output uses. JSONL output writes the same names, with timestamps as ISO-8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+
+@dataclass(slots=True)
+class Result:
+    """The outcome of one (input row, model) pair, as written to the output."""
+
+    id: str
+    model: str
+    status: str  # "ok" or "error"
+    row: int | None = None  # position of the input row (0-based), for --ordered
+    output: str | None = None
+    reasoning: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None  # every token billed as output, reasoning included
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+    total_tokens: int | None = None
+    cost_usd: float | None = None
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    ttfo_s: float | None = None
+    itl_s: float | None = None
+    output_tps: float | None = None
+    attempts: int = 0
+    http_status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    response_id: str | None = None
+    traffic_type: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in RESULT_FIELDS}
+
+
+RESULT_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Result))
+
+_TS = pa.timestamp("us", tz="UTC")
+
+RESULT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("row", pa.int64()),
+        pa.field("output", pa.string()),
+        pa.field("reasoning", pa.string()),
+        pa.field("finish_reason", pa.string()),
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("reasoning_tokens", pa.int64()),
+        pa.field("cached_tokens", pa.int64()),
+        pa.field("total_tokens", pa.int64()),
+        pa.field("cost_usd", pa.float64()),
+        pa.field("latency_s", pa.float64()),
+        pa.field("ttft_s", pa.float64()),
+        pa.field("ttfo_s", pa.float64()),
+        pa.field("itl_s", pa.float64()),
+        pa.field("output_tps", pa.float64()),
+        pa.field("attempts", pa.int64()),
+        pa.field("http_status", pa.int64()),
+        pa.field("error_type", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("response_id", pa.string()),
+        pa.field("traffic_type", pa.string()),
+        pa.field("started_at", _TS),
+        pa.field("finished_at", _TS),
+    ]
+)
+
+assert tuple(RESULT_SCHEMA.names) == RESULT_FIELDS
