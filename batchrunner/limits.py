@@ -1,0 +1,494 @@
+"""Admission control per model: request and token rate limits plus adaptive concurrency.
+
+Every request asks a :class:`Limiter` for a :class:`Permit` before it is sent and hands it
+back with an :class:`Outcome`. :class:`LocalLimiter` enforces RPM/TPM limits as GCRA
+buckets holding about a second's worth of burst, bounds requests in flight with an AIMD
+window that finds an unknown quota from 429s, and pauses a model briefly after a 429 so
+that waiting workers do not all retry into the same wall. It computes when capacity frees
+up and sleeps exactly that long; it never polls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import anyio.lowlevel
+
+__all__ = [
+    "LimitConfig",
+    "Limiter",
+    "LimiterStatistics",
+    "LocalLimiter",
+    "ModelStatistics",
+    "Outcome",
+    "Permit",
+    "TokenEstimate",
+]
+
+logger = logging.getLogger(__name__)
+
+_OUTCOME_KINDS = frozenset({"ok", "throttled", "error", "cancelled"})
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEstimate:
+    """Tokens a request is expected to use, charged to the token buckets on admission."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a permitted request ended.
+
+    ``kind`` is ``ok``, ``throttled`` (a 429), ``error`` (any other failure) or
+    ``cancelled`` (a request abandoned by the caller, counted neither as success nor as
+    failure). Real token usage, when known, replaces the estimate in the token buckets.
+    """
+
+    kind: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    latency_s: float | None = None
+    retry_after: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in _OUTCOME_KINDS:
+            raise ValueError(f"unknown outcome kind {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitConfig:
+    """Limits for one model. Rates are per minute; ``None`` means unlimited.
+
+    ``initial_concurrency`` defaults to ``min(max_concurrency, 16)``; the window then
+    doubles every round trip (slow start) until the first 429 or latency rise, and grows by
+    one per window of successes after that. ``decrease_factor`` scales the window on a 429,
+    at most once per round trip. ``latency_tolerance`` is how many times its baseline the
+    smoothed latency may reach before the window is gently shrunk (``None`` turns that off).
+    After a 429 without ``retry_after`` the model pauses for a jittered
+    ``pause_base_s * 2**(n-1)`` (n = consecutive throttled rounds), at most ``pause_cap_s``.
+    """
+
+    rpm: float | None = None
+    tpm: float | None = None
+    input_tpm: float | None = None
+    output_tpm: float | None = None
+    max_concurrency: int = 64
+    adaptive: bool = True
+    initial_concurrency: int | None = None
+    min_concurrency: int = 1
+    burst_s: float = 1.0
+    decrease_factor: float = 0.6
+    latency_tolerance: float | None = 3.0
+    pause_base_s: float = 1.0
+    pause_cap_s: float = 30.0
+    retry_after_cap_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm", "input_tpm", "output_tpm"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        if not 1 <= self.min_concurrency <= self.max_concurrency:
+            raise ValueError("need 1 <= min_concurrency <= max_concurrency")
+        if self.initial_concurrency is not None and not (
+            self.min_concurrency <= self.initial_concurrency <= self.max_concurrency
+        ):
+            raise ValueError("initial_concurrency must lie within [min, max]_concurrency")
+        if not 0 < self.decrease_factor < 1:
+            raise ValueError("decrease_factor must lie in (0, 1)")
+        if self.burst_s <= 0 or self.pause_base_s < 0 or self.pause_cap_s < 0:
+            raise ValueError("burst_s must be positive and pause times non-negative")
+        if self.latency_tolerance is not None and self.latency_tolerance <= 1:
+            raise ValueError("latency_tolerance must be above 1")
+
+    @property
+    def start_concurrency(self) -> int:
+        """The window a model starts with."""
+        if not self.adaptive:
+            return self.max_concurrency
+        if self.initial_concurrency is not None:
+            return self.initial_concurrency
+        return max(self.min_concurrency, min(self.max_concurrency, 16))
+
+
+class Permit:
+    """Leave to send one request; give it back with :meth:`Limiter.release` exactly once."""
+
+    __slots__ = ("_epoch", "_owner", "_released", "_serial", "acquired_at", "estimate", "model")
+
+    def __init__(
+        self,
+        owner: object,
+        model: str,
+        estimate: TokenEstimate,
+        acquired_at: float,
+        epoch: int,
+        serial: int,
+    ) -> None:
+        self._owner = owner
+        self.model = model
+        self.estimate = estimate
+        self.acquired_at = acquired_at
+        self._epoch = epoch  # which decrease of the window this request was sent after
+        self._serial = serial  # its place in the model's sequence of admissions
+        self._released = False
+
+    def __repr__(self) -> str:
+        return f"Permit(model={self.model!r}, acquired_at={self.acquired_at!r})"
+
+
+class Limiter(Protocol):
+    """The admission seam: a local limiter or one shared between processes plugs in here."""
+
+    async def acquire(self, model: str, estimate: TokenEstimate) -> Permit:
+        """Wait until ``model`` may take one more request of this size."""
+        ...
+
+    def release(self, permit: Permit, outcome: Outcome) -> None:
+        """Return a permit and report how its request ended."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatistics:
+    """A snapshot of one model's admission state.
+
+    ``rate_used`` maps each configured limit (``rpm``, ``tpm``, ``input_tpm``,
+    ``output_tpm``) to the share of its burst currently spent (above 1 when in debt).
+    """
+
+    in_flight: int
+    waiting: int
+    concurrency_limit: int
+    admitted: int
+    ok: int
+    throttled: int
+    errors: int
+    cancelled: int
+    paused_until: float | None
+    rate_used: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterStatistics:
+    """A snapshot of every model the limiter has seen."""
+
+    models: Mapping[str, ModelStatistics]
+
+
+class _Bucket:
+    """A GCRA bucket: ``tat`` is when it would be full again (its theoretical arrival time)."""
+
+    __slots__ = ("capacity", "interval", "name", "tat")
+
+    def __init__(self, name: str, per_minute: float, burst_s: float) -> None:
+        self.name = name
+        self.interval = 60.0 / per_minute  # seconds per unit
+        self.capacity = max(1.0, per_minute / 60.0 * burst_s)  # units
+        self.tat = -math.inf
+
+    def ready_at(self, weight: float, now: float) -> float:
+        # A request larger than the whole bucket waits for a full bucket and then runs into
+        # debt, so it passes eventually and the requests after it pay for it.
+        weight = min(weight, self.capacity)
+        return max(now, self.tat + (weight - self.capacity) * self.interval)
+
+    def charge(self, weight: float, now: float) -> None:
+        self.tat = max(self.tat, now) + weight * self.interval
+
+    def adjust(self, delta: float) -> None:
+        if math.isfinite(self.tat):
+            self.tat += delta * self.interval
+
+    def used(self, now: float) -> float:
+        return max(0.0, self.tat - now) / (self.capacity * self.interval)
+
+
+def _weights(name: str, estimate: TokenEstimate) -> float:
+    if name == "rpm":
+        return 1.0
+    if name == "tpm":
+        return float(estimate.input_tokens + estimate.output_tokens)
+    if name == "input_tpm":
+        return float(estimate.input_tokens)
+    return float(estimate.output_tokens)
+
+
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    promoted: anyio.Event = field(default_factory=anyio.Event)  # set when it heads the queue
+    gone: bool = False  # cancelled while queued behind the head; dropped when reached
+
+
+@dataclass(slots=True, eq=False)
+class _Model:
+    config: LimitConfig
+    buckets: tuple[_Bucket, ...]
+    window: float
+    in_flight: int = 0
+    waiters: deque[_Waiter] = field(default_factory=deque)  # the head is never gone
+    gone: int = 0
+    wake: anyio.CancelScope | None = None
+    paused_until: float = -math.inf
+    epoch: int = 0
+    slow_start: bool = True
+    throttled_rounds: int = 0
+    latency_avg: float | None = None
+    latency_base: float | None = None
+    latency_samples: int = 0
+    admitted: int = 0
+    busy_serial: int = 0  # the last admission that found the window at least half used
+    ok: int = 0
+    throttled: int = 0
+    errors: int = 0
+    cancelled: int = 0
+
+    @property
+    def limit(self) -> int:
+        return int(self.window + _EPSILON)
+
+
+class LocalLimiter:
+    """Per-model rate and concurrency limits within one process (implements :class:`Limiter`).
+
+    ``config`` applies to every model not named in ``per_model``. Waiters are served
+    first-come first-served per model; models never wait for each other.
+    """
+
+    def __init__(
+        self,
+        config: LimitConfig,
+        *,
+        per_model: Mapping[str, LimitConfig] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._per_model = dict(per_model or {})
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._models: dict[str, _Model] = {}
+
+    async def acquire(self, model: str, estimate: TokenEstimate) -> Permit:
+        """Wait for this model's turn and capacity, then take a permit.
+
+        Cancelling a waiting caller leaves nothing behind.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        state = self._model(model)
+        if not state.waiters and self._admissible(state, estimate, self._clock()) is None:
+            return self._admit(model, state, estimate)
+        waiter = _Waiter()
+        state.waiters.append(waiter)
+        try:
+            if state.waiters[0] is not waiter:
+                await waiter.promoted.wait()
+            while (delay := self._admissible(state, estimate, self._clock())) is not None:
+                with anyio.CancelScope() as scope:
+                    state.wake = scope
+                    try:
+                        if math.isinf(delay):
+                            await anyio.sleep_forever()
+                        else:
+                            await self._sleep(delay)
+                    finally:
+                        state.wake = None
+                # A wake-up and the caller's own cancellation may coincide; honour the latter.
+                await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            if state.waiters[0] is waiter:
+                state.waiters.popleft()
+                self._promote(state)
+            else:  # O(1) even when thousands of waiters are cancelled at once
+                waiter.gone = True
+                state.gone += 1
+            raise
+        state.waiters.popleft()
+        permit = self._admit(model, state, estimate)
+        self._promote(state)
+        return permit
+
+    def release(self, permit: Permit, outcome: Outcome) -> None:
+        """Give a permit back; reconcile token usage and adapt the window to the outcome."""
+        if permit._owner is not self:
+            raise RuntimeError("permit was issued by another limiter")
+        if permit._released:
+            raise RuntimeError("permit released twice")
+        permit._released = True
+        state = self._models[permit.model]
+        now = self._clock()
+        state.in_flight -= 1
+        self._reconcile(state, permit, outcome)
+        if outcome.kind == "ok":
+            state.ok += 1
+            self._on_ok(state, permit, outcome)
+        elif outcome.kind == "throttled":
+            state.throttled += 1
+            self._on_throttled(state, permit, outcome, now)
+        elif outcome.kind == "error":
+            state.errors += 1
+        else:
+            state.cancelled += 1
+        if state.wake is not None:
+            state.wake.cancel()
+
+    def statistics(self) -> LimiterStatistics:
+        """A frozen snapshot of every model's state."""
+        now = self._clock()
+        return LimiterStatistics(
+            models={
+                name: ModelStatistics(
+                    in_flight=state.in_flight,
+                    waiting=len(state.waiters) - state.gone,
+                    concurrency_limit=state.limit,
+                    admitted=state.admitted,
+                    ok=state.ok,
+                    throttled=state.throttled,
+                    errors=state.errors,
+                    cancelled=state.cancelled,
+                    paused_until=state.paused_until if state.paused_until > now else None,
+                    rate_used={b.name: b.used(now) for b in state.buckets},
+                )
+                for name, state in self._models.items()
+            }
+        )
+
+    def _model(self, model: str) -> _Model:
+        state = self._models.get(model)
+        if state is None:
+            config = self._per_model.get(model, self._config)
+            buckets = tuple(
+                _Bucket(name, rate, config.burst_s)
+                for name in ("rpm", "tpm", "input_tpm", "output_tpm")
+                if (rate := getattr(config, name)) is not None
+            )
+            state = _Model(config, buckets, float(config.start_concurrency))
+            self._models[model] = state
+        return state
+
+    def _admissible(self, state: _Model, estimate: TokenEstimate, now: float) -> float | None:
+        """``None`` if a request may go now, else how long to wait (inf: until a release)."""
+        if state.in_flight >= state.limit:
+            return math.inf
+        ready = state.paused_until
+        for bucket in state.buckets:
+            ready = max(ready, bucket.ready_at(_weights(bucket.name, estimate), now))
+        return None if ready <= now + _EPSILON else ready - now
+
+    def _admit(self, model: str, state: _Model, estimate: TokenEstimate) -> Permit:
+        now = self._clock()
+        for bucket in state.buckets:
+            bucket.charge(_weights(bucket.name, estimate), now)
+        state.in_flight += 1
+        state.admitted += 1
+        if state.in_flight * 2 >= state.limit:
+            state.busy_serial = state.admitted
+        return Permit(self, model, estimate, now, state.epoch, state.admitted)
+
+    @staticmethod
+    def _promote(state: _Model) -> None:
+        waiters = state.waiters
+        while waiters and waiters[0].gone:
+            waiters.popleft()
+            state.gone -= 1
+        if waiters:
+            waiters[0].promoted.set()
+
+    @staticmethod
+    def _reconcile(state: _Model, permit: Permit, outcome: Outcome) -> None:
+        estimate = permit.estimate
+        real_in = outcome.input_tokens
+        real_out = outcome.output_tokens
+        if outcome.kind == "throttled" and real_in is None and real_out is None:
+            real_in = real_out = 0  # a rejected request used no tokens
+        delta_in = 0 if real_in is None else real_in - estimate.input_tokens
+        delta_out = 0 if real_out is None else real_out - estimate.output_tokens
+        if not (delta_in or delta_out):
+            return
+        for bucket in state.buckets:
+            if bucket.name == "tpm":
+                bucket.adjust(delta_in + delta_out)
+            elif bucket.name == "input_tpm":
+                bucket.adjust(delta_in)
+            elif bucket.name == "output_tpm":
+                bucket.adjust(delta_out)
+
+    def _on_ok(self, state: _Model, permit: Permit, outcome: Outcome) -> None:
+        config = state.config
+        state.throttled_rounds = 0
+        if not config.adaptive:
+            return
+        if outcome.latency_s is not None and self._latency_rose(state, outcome.latency_s):
+            if permit._epoch == state.epoch:
+                self._decrease(state, 0.9, "latency rose")
+            return
+        # Grow only if the window was at least half used since this request was sent, so
+        # that a spell of light load cannot inflate it.
+        if state.busy_serial >= permit._serial:
+            step = 1.0 if state.slow_start else 1.0 / state.limit
+            state.window = min(float(config.max_concurrency), state.window + step)
+
+    def _on_throttled(self, state: _Model, permit: Permit, outcome: Outcome, now: float) -> None:
+        config = state.config
+        # Throttles of requests sent before the last decrease belong to the wave that caused
+        # it: they neither shrink the window again nor lengthen the pause.
+        new_round = permit._epoch == state.epoch
+        if new_round:
+            state.throttled_rounds += 1
+            if config.adaptive:
+                self._decrease(state, config.decrease_factor, "throttled")
+            else:
+                state.epoch += 1
+        if outcome.retry_after is not None:
+            pause = min(max(0.0, outcome.retry_after), config.retry_after_cap_s)
+        elif new_round:
+            ceiling = min(
+                config.pause_cap_s, config.pause_base_s * 2 ** (state.throttled_rounds - 1)
+            )
+            pause = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        else:
+            return
+        if now + pause > state.paused_until:
+            state.paused_until = now + pause
+            logger.debug("model %s paused for %.2fs after a 429", permit.model, pause)
+
+    @staticmethod
+    def _decrease(state: _Model, factor: float, why: str) -> None:
+        config = state.config
+        state.window = max(float(config.min_concurrency), state.window * factor)
+        state.epoch += 1
+        state.slow_start = False
+        logger.debug("concurrency window now %d (%s)", state.limit, why)
+
+    @staticmethod
+    def _latency_rose(state: _Model, latency: float) -> bool:
+        """Track a smoothed latency against a slowly rising floor; True when well above it."""
+        tolerance = state.config.latency_tolerance
+        if tolerance is None or latency < 0:
+            return False
+        state.latency_samples += 1
+        average = latency if state.latency_avg is None else state.latency_avg
+        average += 0.05 * (latency - average)
+        state.latency_avg = average
+        if state.latency_samples < 20:
+            return False  # too few samples for the average to mean anything
+        base = average if state.latency_base is None else state.latency_base
+        # The floor follows the average down at once and up very slowly, so that a lasting
+        # change in the prompt mix is eventually accepted as the new normal.
+        base = average if average < base else base + 0.002 * (average - base)
+        state.latency_base = base
+        return average > tolerance * base
