@@ -1,0 +1,242 @@
+"""Turn an input row into the chat-completions request body Vertex expects, one per model.
+
+Per-row parameters win over run defaults; Google extensions go under the documented
+nested ``extra_body.google`` key; tools, response formats and unknown parameters under
+``params`` pass through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from batchrunner.readers import InputFields, InputRow
+
+# OpenAI request parameters recognised as top-level input columns. Anything else at the top
+# level is row metadata (labels, categories) and is not sent; put it under `params` to send it.
+OPENAI_PARAMS = frozenset(
+    {
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "metadata",
+        "modalities",
+        "n",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "reasoning_effort",
+        "response_format",
+        "seed",
+        "stop",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "web_search_options",
+    }
+)
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4
+
+
+class RowProblem(ValueError):
+    """An input row that cannot become a request; the message names what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDefaults:
+    """Run-wide request settings; a row's own values win over these."""
+
+    system: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    google: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One request to send: the row it came from, the model, the encoded body and its size."""
+
+    row: int
+    id: str
+    model: str
+    body: bytes
+    input_tokens: int  # estimated from the text
+    max_output_tokens: int | None  # the request's own cap, when it sets one
+    stream: bool
+
+
+def estimate_text_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """A cheap prompt-size estimate: characters / 4 plus a few tokens per message."""
+    chars = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    chars += len(part["text"])
+    return chars // CHARS_PER_TOKEN + TOKENS_PER_MESSAGE * len(messages) + 1
+
+
+def _messages(row: InputRow, fields: InputFields, system: str | None) -> list[dict[str, Any]]:
+    record = row.record
+    raw = record.get(fields.messages)
+    prompt = record.get(fields.prompt)
+    if raw is not None:
+        if isinstance(raw, str):
+            try:
+                raw = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise RowProblem(f"{fields.messages!r} is a string but not a JSON list") from None
+        if not isinstance(raw, list) or not raw:
+            raise RowProblem(f"{fields.messages!r} must be a non-empty list of messages")
+        messages: list[dict[str, Any]] = []
+        for i, message in enumerate(raw):
+            if not isinstance(message, dict):
+                raise RowProblem(f"{fields.messages!r}[{i}] must be an object")
+            role = message.get("role")
+            if role not in _ROLES:
+                raise RowProblem(f"{fields.messages!r}[{i}] has an invalid role {role!r}")
+            if "content" not in message and "tool_calls" not in message:
+                raise RowProblem(f"{fields.messages!r}[{i}] has no content")
+            messages.append(message)
+    elif isinstance(prompt, str) and prompt.strip():
+        messages = [{"role": "user", "content": prompt}]
+    elif prompt is not None and not isinstance(prompt, str):
+        raise RowProblem(f"{fields.prompt!r} must be a string, got {type(prompt).__name__}")
+    else:
+        raise RowProblem(f"row has neither {fields.prompt!r} nor {fields.messages!r}")
+    row_system = record.get(fields.system)
+    if row_system is not None and not isinstance(row_system, str):
+        raise RowProblem(f"{fields.system!r} must be a string")
+    sys_text = row_system or system
+    if sys_text and messages[0].get("role") not in ("system", "developer"):
+        messages.insert(0, {"role": "system", "content": sys_text})
+    return messages
+
+
+def _merge_google(body: dict[str, Any], google: Mapping[str, Any]) -> None:
+    """Move every Google extension into the documented ``extra_body.google`` form."""
+    merged: dict[str, Any] = dict(google)
+    top = body.pop("google", None)
+    if isinstance(top, Mapping):
+        merged.update(top)
+    extra = body.get("extra_body")
+    if isinstance(extra, Mapping) and isinstance(extra.get("google"), Mapping):
+        merged.update(extra["google"])
+    if merged:
+        extra_body = dict(extra) if isinstance(extra, Mapping) else {}
+        extra_body["google"] = merged
+        body["extra_body"] = extra_body
+
+
+_STRUCTURED = frozenset(
+    {
+        "extra_body",
+        "functions",
+        "google",
+        "logit_bias",
+        "metadata",
+        "response_format",
+        "stream_options",
+        "tools",
+        "web_search_options",
+    }
+)
+
+
+def _decoded(key: str, value: Any) -> Any:
+    """Structured parameters stored as JSON text (Parquet columns must have one type)."""
+    if key in _STRUCTURED and isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise RowProblem(f"{key!r} is not valid JSON") from None
+    return value
+
+
+def row_params(row: InputRow, fields: InputFields) -> dict[str, Any]:
+    """The request parameters a row carries, top-level or under its params column."""
+    record = row.record
+    # Parquet gives absent columns as nulls: an unset parameter is not sent.
+    params: dict[str, Any] = {
+        k: _decoded(k, v) for k, v in record.items() if k in OPENAI_PARAMS and v is not None
+    }
+    for key in ("google", "extra_body"):
+        if record.get(key) is not None and key not in (fields.id, fields.prompt, fields.messages):
+            params[key] = _decoded(key, record[key])
+    nested = record.get(fields.params)
+    if isinstance(nested, str) and nested:
+        try:
+            nested = orjson.loads(nested)
+        except orjson.JSONDecodeError:
+            raise RowProblem(f"{fields.params!r} is a string but not a JSON object") from None
+    if nested is not None and not isinstance(nested, dict):
+        raise RowProblem(f"{fields.params!r} must be an object")
+    if nested:
+        params.update({k: v for k, v in nested.items() if v is not None})
+    return params
+
+
+def row_models(
+    row: InputRow, fields: InputFields, models: Sequence[str], default: str
+) -> list[str]:
+    """The models a row goes to: every ``--model`` given, else its own, else the default."""
+    if models:
+        return list(models)
+    own = row.record.get(fields.model)
+    if own is not None and (not isinstance(own, str) or not own):
+        raise RowProblem(f"{fields.model!r} must be a non-empty string")
+    return [own or default]
+
+
+def build_requests(
+    row: InputRow,
+    *,
+    fields: InputFields,
+    models: Sequence[str],
+    default_model: str,
+    defaults: RequestDefaults,
+) -> list[RequestSpec]:
+    """The requests for one row, one per model. Raises ``RowProblem`` for an unusable row."""
+    messages = _messages(row, fields, defaults.system)
+    params = dict(defaults.params)
+    params.update(row_params(row, fields))
+    for key in ("model", "messages", "stream"):
+        params.pop(key, None)
+    stream = bool(defaults.stream)
+    input_tokens = estimate_text_tokens(messages)
+    cap = params.get("max_completion_tokens", params.get("max_tokens"))
+    max_output = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
+    specs = []
+    for model in row_models(row, fields, models, default_model):
+        body: dict[str, Any] = {"model": model, "messages": messages, **params}
+        _merge_google(body, defaults.google)
+        if stream:
+            body["stream"] = True
+            options = body.get("stream_options")
+            body["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+        try:
+            encoded = orjson.dumps(body)
+        except TypeError as exc:
+            raise RowProblem(f"request cannot be encoded as JSON ({exc})") from None
+        specs.append(
+            RequestSpec(row.index, row.id, model, encoded, input_tokens, max_output, stream)
+        )
+    return specs
