@@ -1,0 +1,9 @@
+"""``python -m batchrunner``."""
+
+from __future__ import annotations
+
+import sys
+
+from batchrunner.cli import main
+
+sys.exit(main())

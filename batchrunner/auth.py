@@ -1,0 +1,575 @@
+"""Bearer tokens for every request: where they come from and how they stay fresh.
+
+``build_authenticator`` turns an ``AuthConfig`` into an ``Authenticator``: a static token
+(``OPENAI_API_KEY``), no auth, or google-auth credentials (a key file or Application Default
+Credentials) that a background task renews well before they expire, and once more after a
+401. Requests read the current token without waiting; the blocking google-auth refresh runs
+in a worker thread, one at a time. No token ever reaches a log line, a repr or an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import warnings
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final, Protocol
+
+import anyio
+import anyio.abc
+import google.auth
+import google.auth.exceptions
+import google.auth.transport.requests
+import requests
+
+from batchrunner.errors import AuthError, ConfigError
+from batchrunner.secret import Secret
+
+__all__ = [
+    "AuthConfig",
+    "AuthHeaders",
+    "Authenticator",
+    "RefreshableCredentials",
+    "RefreshingAuthenticator",
+    "Secret",
+    "StaticAuthenticator",
+    "build_authenticator",
+    "utcnow",
+]
+
+logger = logging.getLogger(__name__)
+
+CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
+AUTH_MODES: Final = ("auto", "adc", "static", "none")
+
+#: Renew when less than min(RENEW_AHEAD_MAX, RENEW_AHEAD_FRACTION x lifetime) remains.
+RENEW_AHEAD_MAX: Final = timedelta(minutes=5)
+RENEW_AHEAD_FRACTION: Final = 0.25
+#: Stop handing a token out when less than min(10 s, 1/20 of its lifetime) remains, so a
+#: request never reaches the server with a token that expires on the way.
+USABLE_MARGIN_MAX: Final = timedelta(seconds=10)
+USABLE_MARGIN_FRACTION: Final = 0.05
+#: Backoff between failed refreshes (seconds), and how many failures are tolerated once the
+#: current token can no longer be used.
+BACKOFF_BASE: Final = 1.0
+BACKOFF_CAP: Final = 30.0
+ATTEMPTS_WITHOUT_TOKEN: Final = 4
+#: Cap on each HTTP call google-auth makes while refreshing (its own default is 120 s), so
+#: cancelling the run never waits long for a refresh thread.
+REFRESH_HTTP_TIMEOUT: Final = 30.0
+#: OAuth error codes that no retry can fix.
+_PERMANENT_OAUTH_ERRORS: Final = frozenset(
+    {"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope", "access_denied"}
+)
+_OAUTH_CODE: Final = re.compile(r"[A-Za-z_]{1,64}")
+_HTTP_STATUS: Final = re.compile(r"\bstatus(?: code)?:? ?(\d{3})\b", re.IGNORECASE)
+
+
+class _UnusableTokenError(Exception):
+    """A refresh that "succeeded" without producing a token worth using."""
+
+
+_REFRESH_ERRORS: Final = (
+    _UnusableTokenError,
+    google.auth.exceptions.GoogleAuthError,
+    requests.RequestException,
+    OSError,
+    ValueError,
+    KeyError,
+)
+
+NO_ADC_MESSAGE: Final = (
+    "no Application Default Credentials found: run `gcloud auth application-default login` "
+    "or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file"
+)
+STATIC_REJECTED_MESSAGE: Final = (
+    "the static token from OPENAI_API_KEY was rejected (HTTP 401: invalid or expired) and "
+    "cannot be refreshed: unset OPENAI_API_KEY to use Application Default Credentials "
+    "(`gcloud auth application-default login` or a service-account key in "
+    "GOOGLE_APPLICATION_CREDENTIALS), which are renewed automatically"
+)
+
+
+def utcnow() -> datetime:
+    """The current time as naive UTC, the convention of google-auth's ``expiry``."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Where access tokens come from; built once by the config layer."""
+
+    mode: str = "auto"
+    static_token: Secret | None = None
+    credentials_file: str | None = None
+    impersonate_service_account: str | None = None
+    quota_project: str | None = None
+    scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,)
+
+    def __post_init__(self) -> None:
+        if self.mode not in AUTH_MODES:
+            raise ConfigError(
+                f"unknown auth mode {self.mode!r}: expected one of {', '.join(AUTH_MODES)}"
+            )
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class AuthHeaders:
+    """The headers one request carries, and which token (generation) they hold."""
+
+    headers: Mapping[str, str]
+    generation: int
+
+    def __repr__(self) -> str:
+        return f"AuthHeaders(generation={self.generation}, headers={sorted(self.headers)!r})"
+
+
+class Authenticator(Protocol):
+    """What the runner needs from an auth source."""
+
+    async def headers(self) -> AuthHeaders:
+        """The current token's headers; waits only when no usable token exists."""
+        ...
+
+    async def unauthorized(self, used: AuthHeaders) -> AuthHeaders:
+        """After a 401 with ``used``: new headers, refreshing at most once per generation."""
+        ...
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Background renewal: report ready once a token exists, then renew until cancelled."""
+        ...
+
+    def describe(self) -> str:
+        """Where tokens come from, for logs and the run summary."""
+        ...
+
+
+class RefreshableCredentials(Protocol):
+    """The part of ``google.auth.credentials.Credentials`` this module uses."""
+
+    @property
+    def token(self) -> str | None: ...
+
+    @property
+    def expiry(self) -> datetime | None: ...
+
+    def refresh(self, request: object) -> None: ...
+
+
+Clock = Callable[[], datetime]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _make_headers(token: str, quota_project: str | None, generation: int) -> AuthHeaders:
+    headers = {"Authorization": f"Bearer {token}"}
+    if quota_project:
+        headers["x-goog-user-project"] = quota_project
+    return AuthHeaders(MappingProxyType(headers), generation)
+
+
+class StaticAuthenticator:
+    """A fixed bearer token (or none at all): nothing to renew, and a 401 is final."""
+
+    def __init__(self, token: Secret | None, *, quota_project: str | None = None) -> None:
+        self._token = token
+        if token is None:
+            self._headers = AuthHeaders(MappingProxyType({}), 0)
+        else:
+            self._headers = _make_headers(token.reveal(), quota_project, 0)
+            logger.warning(
+                "using a static bearer token from OPENAI_API_KEY: it cannot be refreshed, so "
+                "requests fail with 401 once it expires (Vertex tokens live about an hour); "
+                "unset OPENAI_API_KEY to use Application Default Credentials instead"
+            )
+
+    async def headers(self) -> AuthHeaders:
+        return self._headers
+
+    async def unauthorized(self, used: AuthHeaders) -> AuthHeaders:
+        if self._token is None:
+            raise AuthError(
+                "the endpoint answered 401 but auth is disabled (mode none): "
+                "use auth mode auto or adc"
+            )
+        raise AuthError(STATIC_REJECTED_MESSAGE)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+
+    def describe(self) -> str:
+        return "no auth" if self._token is None else "static token from OPENAI_API_KEY"
+
+    def __repr__(self) -> str:
+        return f"StaticAuthenticator({self.describe()!r})"
+
+
+class _BoundedRequest(google.auth.transport.requests.Request):
+    """google-auth's requests transport with every call's timeout capped."""
+
+    def __call__(  # type: ignore[no-untyped-def]
+        self, url, method="GET", body=None, headers=None, timeout=None, **kwargs
+    ):
+        if not isinstance(timeout, int | float) or timeout > REFRESH_HTTP_TIMEOUT:
+            timeout = REFRESH_HTTP_TIMEOUT
+        return super().__call__(  # type: ignore[no-untyped-call]
+            url, method=method, body=body, headers=headers, timeout=timeout, **kwargs
+        )
+
+
+class RefreshingAuthenticator:
+    """Tokens from google-auth credentials, renewed ahead of expiry and after a 401.
+
+    Renewal happens when less than min(5 min, a quarter of the token's observed lifetime)
+    remains. Every refresh, whoever asks for it, runs under one lock: callers that queued
+    behind a refresh find a newer generation when they get the lock and take it as is.
+    """
+
+    def __init__(
+        self,
+        credentials: RefreshableCredentials,
+        *,
+        source: str,
+        quota_project: str | None = None,
+        clock: Clock = utcnow,
+        sleep: Sleep = anyio.sleep,
+        request_factory: Callable[[], object] = _BoundedRequest,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._source = source
+        self._quota_project = quota_project
+        self._clock = clock
+        self._sleep = sleep
+        self._request_factory = request_factory
+        self._request: object | None = None
+        self._rng = rng if rng is not None else random.Random()
+        self._lock = anyio.Lock()
+        self._current: AuthHeaders | None = None
+        self._generation = 0
+        self._usable_until: datetime | None = None
+        self._renew_at: datetime | None = None
+        self._failure: str | None = None
+        self._wakeup: anyio.CancelScope | None = None
+        self.refresh_count = 0
+        self.failure_count = 0
+
+    def describe(self) -> str:
+        return self._source
+
+    def __repr__(self) -> str:
+        return f"RefreshingAuthenticator({self._source!r}, generation={self._generation})"
+
+    @property
+    def renew_at(self) -> datetime | None:
+        """When the current token is due for renewal (naive UTC); None: never."""
+        return self._renew_at
+
+    def _usable(self, now: datetime) -> bool:
+        return self._current is not None and (
+            self._usable_until is None or now < self._usable_until
+        )
+
+    async def headers(self) -> AuthHeaders:
+        current = self._current
+        if current is not None and self._usable(self._clock()):
+            return current
+        return await self._renew(self._generation)
+
+    async def unauthorized(self, used: AuthHeaders) -> AuthHeaders:
+        if used.generation == self._generation and self._current is not None:
+            # The server rejected the current token: stop handing it out.
+            logger.info("access token #%d was rejected (401); renewing it", used.generation)
+            self._usable_until = self._clock()
+        return await self._renew(used.generation)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        if not self._usable(self._clock()):
+            await self._renew(self._generation)
+        logger.info("authenticating with %s", self._source)
+        task_status.started()
+        while True:
+            generation, renew_at = self._generation, self._renew_at
+            # A token installed by a 401 refresh cancels this wait: its schedule may be earlier.
+            with anyio.CancelScope() as self._wakeup:
+                if renew_at is None:
+                    await anyio.sleep_forever()
+                else:
+                    await self._sleep(max((renew_at - self._clock()).total_seconds(), 0.0))
+            self._wakeup = None
+            if self._generation == generation:
+                await self._renew(generation)
+
+    async def _renew(self, expected_generation: int) -> AuthHeaders:
+        async with self._lock:
+            if self._failure is not None:
+                raise AuthError(self._failure)
+            if self._generation != expected_generation and self._usable(self._clock()):
+                assert self._current is not None
+                return self._current
+            return await self._refresh_with_retries()
+
+    async def _refresh_with_retries(self) -> AuthHeaders:
+        attempts = 0  # failed attempts since the current token became (un)usable
+        had_usable: bool | None = None
+        while True:
+            try:
+                token, expiry = await anyio.to_thread.run_sync(self._refresh_blocking)
+                return self._install(token, expiry)
+            except _REFRESH_ERRORS as exc:
+                summary, permanent = _summarize(exc)
+            self.failure_count += 1
+            now = self._clock()
+            usable = self._usable(now)
+            if usable is not had_usable:
+                attempts, had_usable = 0, usable
+            attempts += 1
+            if not usable and (permanent or attempts >= ATTEMPTS_WITHOUT_TOKEN):
+                self._failure = self._failure_message(summary, attempts)
+                raise AuthError(self._failure) from None
+            delay = _backoff(attempts, self._rng)
+            if usable and self._usable_until is not None:
+                # Try once more just before the current token goes out of use.
+                delay = min(delay, max((self._usable_until - now).total_seconds(), 0.0))
+            logger.warning(
+                "refreshing the access token from %s failed (%s); retrying in %.1f s",
+                self._source,
+                summary,
+                delay,
+            )
+            await self._sleep(delay)
+
+    def _failure_message(self, summary: str, attempts: int) -> str:
+        got = "get an access token" if self._current is None else "renew the expired access token"
+        return (
+            f"cannot {got} from {self._source} ({summary}, {attempts} "
+            f"attempt{'s' if attempts != 1 else ''}): check that the credential is still valid "
+            "and its token endpoint reachable, or run `gcloud auth application-default login`"
+        )
+
+    def _refresh_blocking(self) -> tuple[str, datetime | None]:
+        # Runs in a worker thread, under the lock: one refresh at a time.
+        if self._request is None:
+            self._request = self._request_factory()
+        self._credentials.refresh(self._request)
+        token, expiry = self._credentials.token, self._credentials.expiry
+        if not token:
+            raise _UnusableTokenError("the credential returned no access token")
+        return token, expiry
+
+    def _install(self, token: str, expiry: datetime | None) -> AuthHeaders:
+        now = self._clock()
+        if expiry is None:
+            renew_at = usable_until = None
+            lifetime_s = float("inf")
+        else:
+            lifetime = expiry - now
+            if lifetime <= timedelta(0):
+                raise _UnusableTokenError("the new access token had already expired")
+            renew_at = expiry - min(RENEW_AHEAD_MAX, lifetime * RENEW_AHEAD_FRACTION)
+            usable_until = expiry - min(USABLE_MARGIN_MAX, lifetime * USABLE_MARGIN_FRACTION)
+            lifetime_s = lifetime.total_seconds()
+        self._generation += 1
+        self._current = _make_headers(token, self._quota_project, self._generation)
+        self._renew_at, self._usable_until = renew_at, usable_until
+        self.refresh_count += 1
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        logger.debug(
+            "access token #%d from %s: lifetime %.0f s, renewal due in %.0f s",
+            self._generation,
+            self._source,
+            lifetime_s,
+            (renew_at - now).total_seconds() if renew_at is not None else float("inf"),
+        )
+        return self._current
+
+
+def _backoff(attempt: int, rng: random.Random) -> float:
+    """Capped exponential backoff with equal jitter: half fixed, half random."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (attempt - 1))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def _summarize(exc: BaseException) -> tuple[str, bool]:
+    """A loggable one-phrase summary of a refresh error, and whether it is permanent.
+
+    google-auth error texts can carry whole response bodies, so only the exception type, the
+    OAuth error code and the HTTP status are ever kept.
+    """
+    parts = [type(exc).__name__]
+    cause = exc.__cause__ or (exc.args[0] if exc.args else None)
+    if isinstance(cause, BaseException):
+        parts.append(f"from {type(cause).__name__}")
+    code: str | None = None
+    for arg in exc.args:
+        if isinstance(arg, Mapping):
+            value = arg.get("error")
+            if isinstance(value, str) and _OAUTH_CODE.fullmatch(value):
+                code = value
+            elif isinstance(value, Mapping) and isinstance(value.get("status"), str):
+                status = str(value["status"])
+                code = status if _OAUTH_CODE.fullmatch(status) else None
+    if code is not None:
+        parts.append(code)
+    status_match = _HTTP_STATUS.search(str(exc.args[0]) if exc.args else "")
+    if status_match:
+        parts.append(f"HTTP {status_match.group(1)}")
+    return " ".join(parts), code in _PERMANENT_OAUTH_ERRORS
+
+
+def build_authenticator(
+    config: AuthConfig,
+    *,
+    clock: Clock = utcnow,
+    sleep: Sleep = anyio.sleep,
+) -> Authenticator:
+    """The authenticator ``config`` asks for.
+
+    Finding credentials may block (google-auth probes the metadata server), so call this
+    before the event loop starts or through ``anyio.to_thread.run_sync``.
+    """
+    if config.mode == "none":
+        return StaticAuthenticator(None)
+    if config.mode == "static" or (config.mode == "auto" and config.static_token):
+        if not config.static_token:
+            raise AuthError("auth mode static needs a token: set OPENAI_API_KEY")
+        return StaticAuthenticator(config.static_token, quota_project=config.quota_project)
+    if config.credentials_file is not None:
+        credentials, source = _load_credentials_file(config.credentials_file, config.scopes)
+    else:
+        credentials, source = _load_adc(config.scopes)
+    if config.impersonate_service_account:
+        from google.auth import impersonated_credentials
+
+        credentials = impersonated_credentials.Credentials(  # type: ignore[no-untyped-call]
+            source_credentials=credentials,
+            target_principal=config.impersonate_service_account,
+            target_scopes=list(config.scopes),
+            lifetime=3600,
+        )
+        source = f"service account {config.impersonate_service_account} impersonated by {source}"
+    quota_project = config.quota_project or getattr(credentials, "quota_project_id", None)
+    return RefreshingAuthenticator(
+        credentials, source=source, quota_project=quota_project, clock=clock, sleep=sleep
+    )
+
+
+def _first_line(value: object, limit: int = 200) -> str:
+    text = str(value).strip().splitlines()
+    return text[0][:limit] if text else ""
+
+
+def _load_adc(scopes: tuple[str, ...]) -> tuple[RefreshableCredentials, str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            credentials, _project = google.auth.default(scopes=list(scopes))
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            detail = _first_line(exc.args[0]) if exc.args else ""
+            if not detail or "default credentials were not found" in detail.lower():
+                raise AuthError(NO_ADC_MESSAGE) from None
+            if len(exc.args) > 1 and isinstance(exc.args[1], BaseException):
+                detail = f"{detail} ({_first_line(exc.args[1])})"
+            raise AuthError(
+                f"cannot load Application Default Credentials: {detail}; fix the file "
+                "GOOGLE_APPLICATION_CREDENTIALS names, or run "
+                "`gcloud auth application-default login`"
+            ) from None
+    for warning in caught:
+        logger.warning("google-auth: %s", _first_line(warning.message, 300))
+    return credentials, _describe_adc(credentials)
+
+
+def _describe_adc(credentials: object) -> str:
+    info = getattr(credentials, "get_cred_info", lambda: None)()
+    if not isinstance(info, Mapping):
+        return f"Application Default Credentials ({type(credentials).__name__})"
+    where = str(info.get("credential_source", "Application Default Credentials"))
+    if where == "metadata server":
+        return "metadata server"
+    kind = str(info.get("credential_type", "credentials"))
+    kind = "service-account key" if kind == "service account credentials" else kind
+    principal = info.get("principal")
+    where = where.replace(" file via the ", " (from ").replace(" environment variable", ")")
+    return f"{kind} file {where}" + (f" ({principal})" if principal else "")
+
+
+def _load_credentials_file(
+    path: str, scopes: tuple[str, ...]
+) -> tuple[RefreshableCredentials, str]:
+    def fail(what: str, kind: str = "credentials file") -> AuthError:
+        return AuthError(f"cannot read {kind} {path}: {what}")
+
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise fail(exc.strerror or type(exc).__name__) from None
+    except UnicodeDecodeError:
+        raise fail("not UTF-8 text; expected a JSON key file") from None
+    except json.JSONDecodeError as exc:
+        raise fail(
+            f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "download the key again"
+        ) from None
+    if not isinstance(info, dict):
+        raise fail("not a JSON object; expected a service-account key file")
+    kind = info.get("type")
+    if kind == "service_account":
+        from google.oauth2 import service_account
+
+        sa_kind = "service-account key file"
+        missing = [f for f in ("client_email", "private_key", "token_uri") if not info.get(f)]
+        if missing:
+            raise fail(f"missing {', '.join(missing)}; download a new key", sa_kind)
+        try:
+            sa = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+                info, scopes=list(scopes)
+            )
+        except (ValueError, TypeError) as exc:
+            raise fail(
+                f"private_key is not a usable PEM private key ({type(exc).__name__}); "
+                "download a new key",
+                sa_kind,
+            ) from None
+        return sa, f"{sa_kind} {path} ({sa.service_account_email})"
+    if kind == "authorized_user":
+        from google.oauth2 import credentials as user_credentials
+
+        missing = [f for f in ("client_id", "client_secret", "refresh_token") if not info.get(f)]
+        if missing:
+            raise fail(f"missing {', '.join(missing)}; run `gcloud auth application-default login`")
+        # Like google.auth.default: no scopes for user credentials, which carry their own.
+        user = user_credentials.Credentials.from_authorized_user_info(info)  # type: ignore[no-untyped-call]
+        return user, f"user credentials file {path}"
+    if kind in {
+        "external_account",
+        "external_account_authorized_user",
+        "impersonated_service_account",
+        "gdch_service_account",
+    }:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                loaded, _project = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+                    path, scopes=list(scopes)
+                )
+        except (google.auth.exceptions.GoogleAuthError, ValueError) as exc:
+            raise fail(_first_line(exc.args[0] if exc.args else type(exc).__name__)) from None
+        return loaded, f"{kind.replace('_', ' ')} credentials file {path}"
+    shown = repr(kind)[:40]
+    raise fail(
+        f"unsupported credential type {shown}; expected a service-account key "
+        '("type": "service_account")'
+    )

@@ -1,0 +1,435 @@
+"""The command line: flags → config → run → exit status. The only module that prints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from batchrunner import __version__
+from batchrunner.errors import BatchRunnerError, ConfigError
+
+logger = logging.getLogger("batchrunner")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser("run", help="send every input row to the model(s) and write the results")
+    p.add_argument("input", metavar="INPUT", nargs="?", help=".jsonl, .jsonl.gz or .parquet")
+    p.add_argument("-o", "--output", help=".jsonl or .parquet; format from the suffix")
+    p.add_argument("--config", metavar="FILE", help="TOML job file; flags override it")
+    g = p.add_argument_group("models and target")
+    g.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="M",
+        help="repeatable: each prompt goes to every model named",
+    )
+    g.add_argument("--default-model", help="model for rows that name none")
+    g.add_argument("--project", help="Vertex project (env GOOGLE_CLOUD_PROJECT)")
+    g.add_argument("--location", help="Vertex location (env GOOGLE_CLOUD_LOCATION; default global)")
+    g.add_argument("--endpoint-id", help="'openapi' (default) or a numeric endpoint id")
+    g.add_argument("--api-version", choices=["v1", "v1beta1"])
+    g.add_argument("--base-url", help="any OpenAI-compatible base URL (env OPENAI_BASE_URL)")
+    g.add_argument(
+        "--simulate",
+        action="store_true",
+        help="start the built-in Vertex simulator and run against it",
+    )
+    g.add_argument("--sim-latency", choices=["zero", "fast", "realistic"])
+    g.add_argument("--sim-error-rate", type=float, metavar="F")
+    g.add_argument("--sim-rpm-quota", type=int, metavar="N")
+    g.add_argument("--sim-seed", type=int, metavar="N")
+    a = p.add_argument_group("auth")
+    a.add_argument("--no-auth", action="store_true", help="send no credentials (local servers)")
+    a.add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="service-account key file (default: Application Default Credentials)",
+    )
+    a.add_argument("--impersonate-service-account", metavar="EMAIL")
+    a.add_argument("--quota-project", metavar="PROJECT", help="sent as x-goog-user-project")
+    r = p.add_argument_group("request")
+    r.add_argument("--system", help="system prompt for every row without one")
+    r.add_argument("--max-tokens", type=int)
+    r.add_argument("--temperature", type=float)
+    r.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"])
+    r.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        metavar="KEY=JSON",
+        help="any request parameter, e.g. --param 'seed=7'",
+    )
+    r.add_argument(
+        "--stream",
+        action="store_true",
+        default=None,
+        help="use SSE streaming (needed for TTFT/TTFO/ITL)",
+    )
+    r.add_argument("--id-field")
+    r.add_argument("--prompt-field")
+    r.add_argument("--messages-field")
+    f = p.add_argument_group("flow control")
+    f.add_argument("--concurrency", type=_positive_int, help="max requests in flight (default 64)")
+    f.add_argument("--rpm", type=float, help="requests per minute, per model")
+    f.add_argument("--tpm", type=float, help="tokens per minute, per model")
+    f.add_argument("--input-tpm", type=float)
+    f.add_argument("--output-tpm", type=float)
+    f.add_argument(
+        "--no-adapt",
+        dest="adaptive",
+        action="store_false",
+        default=None,
+        help="keep concurrency fixed instead of adapting to 429s",
+    )
+    f.add_argument("--max-attempts", type=_positive_int)
+    f.add_argument("--timeout", type=float, metavar="SECONDS", help="per attempt (default 600)")
+    f.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        help="stop admitting requests once the spend estimate reaches this",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--restart",
+        action="store_true",
+        default=None,
+        help="ignore existing OUTPUT rows and start over",
+    )
+    o.add_argument(
+        "--retry-failed",
+        action="store_true",
+        default=None,
+        help="on resume, send rows whose last result was an error again",
+    )
+    o.add_argument(
+        "--ordered",
+        action="store_true",
+        default=None,
+        help="order the final file by input position",
+    )
+    o.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="estimate tokens and cost, send nothing",
+    )
+    o.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON")
+    o.add_argument("--prices", metavar="FILE", help="TOML price table overriding the shipped one")
+    o.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
+    o.add_argument("-v", "--verbose", action="count", default=0)
+
+
+def _add_simulate(sub: Any) -> None:
+    p = sub.add_parser("simulate", help="serve the Vertex simulator until interrupted")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--credentials-out",
+        metavar="PATH",
+        help="write a service-account key file whose token_uri is this simulator",
+    )
+    p.add_argument("--token-ttl", type=float, default=3600.0, metavar="SECONDS")
+    p.add_argument(
+        "--static-token",
+        action="append",
+        default=[],
+        metavar="TOKEN",
+        help="a bearer token that is always accepted",
+    )
+    p.add_argument("--no-auth", action="store_true", help="accept requests without a token")
+    p.add_argument("--rpm-quota", type=int, metavar="N")
+    p.add_argument("--tpm-quota", type=int, metavar="N")
+    p.add_argument(
+        "--dsq-capacity",
+        type=int,
+        metavar="N",
+        help="Gemini shared pool: in-flight requests before 429s start",
+    )
+    p.add_argument("--error-rate", type=float, default=0.0, metavar="F")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND=RATE",
+        help="500, 502, 503, 504, 429, reset, stall, truncate, no_usage, no_message",
+    )
+    p.add_argument(
+        "--retry-delay",
+        type=float,
+        metavar="SECONDS",
+        help="add RetryInfo.retryDelay to 429 bodies",
+    )
+    p.add_argument(
+        "--object-errors",
+        action="store_true",
+        help="plain {error: ...} envelopes instead of Vertex's array form",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latency", choices=["zero", "fast", "realistic"], default="realistic")
+    p.add_argument(
+        "--request-log",
+        metavar="PATH",
+        help="one JSON line per request served (server-side ground truth)",
+    )
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="summarise result files, comparing models")
+    p.add_argument("results", nargs="+", metavar="RESULTS")
+    p.add_argument("--format", choices=["text", "json", "markdown", "html"], default="text")
+    p.add_argument("-o", "--output", metavar="FILE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchrunner",
+        description="Run large batches of chat completions against Vertex AI, exactly once.",
+    )
+    parser.add_argument("--version", action="version", version=f"batchrunner {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_simulate(sub)
+    _add_report(sub)
+    return parser
+
+
+def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, value in ns.param or []:
+        params[key] = value
+    if ns.max_tokens is not None:
+        params["max_tokens"] = ns.max_tokens
+    if ns.temperature is not None:
+        params["temperature"] = ns.temperature
+    if ns.reasoning_effort is not None:
+        params["reasoning_effort"] = ns.reasoning_effort
+    fields = {
+        k: v
+        for k, v in (
+            ("id", ns.id_field),
+            ("prompt", ns.prompt_field),
+            ("messages", ns.messages_field),
+        )
+        if v
+    }
+    auth: dict[str, Any] = {}
+    if ns.no_auth:
+        auth["mode"] = "none"
+    if ns.credentials:
+        auth.update(mode="adc", credentials_file=ns.credentials)
+    if ns.impersonate_service_account:
+        auth["impersonate_service_account"] = ns.impersonate_service_account
+    if ns.quota_project:
+        auth["quota_project"] = ns.quota_project
+    simulate: dict[str, Any] | None = None
+    if ns.simulate:
+        simulate = {
+            "latency": ns.sim_latency,
+            "error_rate": ns.sim_error_rate,
+            "rpm_quota": ns.sim_rpm_quota,
+            "seed": ns.sim_seed,
+        }
+    return {
+        "input": ns.input,
+        "output": ns.output,
+        "models": ns.models,
+        "default_model": ns.default_model,
+        "project": ns.project,
+        "location": ns.location,
+        "endpoint_id": ns.endpoint_id,
+        "api_version": ns.api_version,
+        "base_url": ns.base_url,
+        "simulate": simulate,
+        "auth": auth or None,
+        "system": ns.system,
+        "stream": ns.stream,
+        "params": params or None,
+        "fields": fields or None,
+        "concurrency": ns.concurrency,
+        "rpm": ns.rpm,
+        "tpm": ns.tpm,
+        "input_tpm": ns.input_tpm,
+        "output_tpm": ns.output_tpm,
+        "adaptive": ns.adaptive,
+        "max_attempts": ns.max_attempts,
+        "timeout": ns.timeout,
+        "max_cost": ns.max_cost,
+        "restart": ns.restart,
+        "retry_failed": ns.retry_failed,
+        "ordered": ns.ordered,
+        "dry_run": ns.dry_run,
+        "summary": ns.summary,
+        "prices": ns.prices,
+    }
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("batchrunner: %(levelname)s: %(message)s"))
+    root = logging.getLogger("batchrunner")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from batchrunner.config import build_config, load_job_file
+    from batchrunner.pricing import PriceTable
+
+    _setup_logging(ns.verbose)
+    job = load_job_file(ns.config) if ns.config else None
+    config = build_config(_run_options(ns), job=job)
+    prices = PriceTable.load(config.prices_path) if config.prices_path else PriceTable.default()
+    if config.dry_run:
+        from batchrunner import dryrun
+
+        print(dryrun.render(dryrun.estimate(config, prices)))
+        return 0
+    from batchrunner.progress import ProgressDisplay
+    from batchrunner.report import render_summary
+    from batchrunner.runner import Runner
+
+    mode = ns.progress
+    interactive = sys.stderr.isatty() if mode == "auto" else mode == "bar"
+    display = None if mode == "off" else ProgressDisplay(sys.stderr, interactive=interactive)
+    runner = Runner(config, prices=prices, on_progress=display, handle_signals=True)
+    import anyio
+
+    try:
+        summary = anyio.run(runner.run, backend="asyncio", backend_options={"use_uvloop": True})
+    finally:
+        if display is not None:
+            display.close()
+    print(render_summary(summary.stats), file=sys.stderr)
+    notes = []
+    if summary.skipped:
+        notes.append(f"{summary.skipped:,} requests were already done in {config.output}")
+    if summary.earlier_errors:
+        notes.append(
+            f"{summary.earlier_errors:,} rows kept their earlier error; "
+            "--retry-failed sends them again"
+        )
+    if summary.duplicates:
+        notes.append(f"{summary.duplicates:,} input rows had a duplicate id and were skipped")
+    for note in notes:
+        print(f"batchrunner: {note}", file=sys.stderr)
+    if config.summary_path is not None:
+        from batchrunner.report import render
+
+        config.summary_path.write_text(render(summary.stats, "json"), encoding="utf-8")
+    if summary.fatal:
+        print(f"batchrunner: aborted: {summary.fatal}", file=sys.stderr)
+    elif summary.stopped:
+        print(
+            f"batchrunner: stopped early ({summary.stopped}); run the same command again to "
+            "resume where it stopped",
+            file=sys.stderr,
+        )
+    print(f"batchrunner: results in {config.output}", file=sys.stderr)
+    return summary.exit_status
+
+
+def _cmd_simulate(ns: argparse.Namespace) -> int:
+    from batchrunner.simulator import SimulatorConfig, serve
+
+    if ns.host not in ("127.0.0.1", "localhost", "::1") and not ns.host.startswith("127."):
+        print(
+            f"batchrunner: warning: serving the simulator on {ns.host}, not loopback",
+            file=sys.stderr,
+        )
+    faults: dict[str, float] = {}
+    for item in ns.fault:
+        kind, sep, rate = item.partition("=")
+        try:
+            faults[kind] = float(rate) if sep else 1.0
+        except ValueError:
+            raise ConfigError(f"--fault expects KIND=RATE, got {item!r}") from None
+    config = SimulatorConfig(
+        host=ns.host,
+        port=ns.port,
+        token_ttl=ns.token_ttl,
+        static_tokens=tuple(ns.static_token),
+        require_auth=not ns.no_auth,
+        latency=ns.latency,
+        seed=ns.seed,
+        rpm_quota=ns.rpm_quota,
+        tpm_quota=ns.tpm_quota,
+        dsq_capacity=ns.dsq_capacity,
+        error_rate=ns.error_rate,
+        faults=faults,
+        retry_delay_s=ns.retry_delay,
+        array_errors=not ns.object_errors,
+        request_log=ns.request_log,
+    )
+
+    def ready(sim: Any) -> None:
+        print(f"simulator serving {sim.root_url}", flush=True)
+        print(f"OpenAI base URL: {sim.base_url()}", flush=True)
+        if ns.credentials_out:
+            print(f"service-account key: {ns.credentials_out}", flush=True)
+
+    serve(config, credentials_out=ns.credentials_out, ready=ready)
+    return 0
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from batchrunner.report import render, stats_from_files
+
+    for path in ns.results:
+        if not Path(path).exists():
+            raise ConfigError(f"{path}: no such results file")
+    text = render(stats_from_files(ns.results), ns.format)
+    if ns.output:
+        Path(ns.output).write_text(text, encoding="utf-8")
+        print(f"report written to {ns.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    commands = {"run": _cmd_run, "simulate": _cmd_simulate, "report": _cmd_report}
+    try:
+        return commands[ns.command](ns)
+    except BatchRunnerError as exc:
+        print(f"batchrunner: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt:
+        print("batchrunner: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

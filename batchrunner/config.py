@@ -1,0 +1,287 @@
+"""The run configuration: one immutable object, built once at the edge and passed down.
+
+``RunConfig`` is what the library takes; ``build_config`` makes one from command-line
+values, an optional TOML job file and the environment (flags win over the file, the file
+over the environment). Nothing below this module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from batchrunner.auth import AuthConfig, Secret
+from batchrunner.errors import ConfigError
+from batchrunner.readers import InputFields
+from batchrunner.requests import RequestDefaults
+
+DEFAULT_MODEL = "google/gemini-2.5-flash"
+
+
+@dataclass(frozen=True, slots=True)
+class SimulateOptions:
+    """Knobs of the built-in simulator used by ``--simulate``."""
+
+    latency: str = "fast"
+    seed: int = 0
+    error_rate: float = 0.0
+    rpm_quota: int | None = None
+    tpm_quota: int | None = None
+    token_ttl: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Everything one run needs to know. Build it directly, or from flags with ``build_config``."""
+
+    input: Path
+    output: Path
+    models: tuple[str, ...] = ()
+    default_model: str = DEFAULT_MODEL
+    # where requests go
+    project: str | None = None
+    location: str = "global"
+    endpoint_id: str = "openapi"
+    api_version: str = "v1"
+    base_url: str | None = None
+    simulate: SimulateOptions | None = None
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    # what is sent
+    fields: InputFields = field(default_factory=InputFields)
+    request: RequestDefaults = field(default_factory=RequestDefaults)
+    # flow control
+    concurrency: int = 64
+    rpm: float | None = None
+    tpm: float | None = None
+    input_tpm: float | None = None
+    output_tpm: float | None = None
+    adaptive: bool = True
+    max_attempts: int = 6
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 20.0
+    max_row_s: float = 1800.0
+    max_cost: float | None = None
+    # output
+    restart: bool = False
+    retry_failed: bool = False
+    ordered: bool = False
+    dry_run: bool = False
+    summary_path: Path | None = None
+    prices_path: Path | None = None
+    checkpoint_s: float = 2.0
+    grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("--concurrency must be at least 1")
+        if self.max_attempts < 1:
+            raise ConfigError("--max-attempts must be at least 1")
+        if self.timeout_s <= 0:
+            raise ConfigError("--timeout must be positive")
+        for name in ("rpm", "tpm", "input_tpm", "output_tpm", "max_cost"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+        if self.restart and self.retry_failed:
+            raise ConfigError("--restart and --retry-failed cannot be combined")
+
+
+# Names a job file may use at its top level, with their RunConfig field.
+_SCALARS: dict[str, str] = {
+    "input": "input",
+    "output": "output",
+    "default_model": "default_model",
+    "project": "project",
+    "location": "location",
+    "endpoint_id": "endpoint_id",
+    "api_version": "api_version",
+    "base_url": "base_url",
+    "concurrency": "concurrency",
+    "rpm": "rpm",
+    "tpm": "tpm",
+    "input_tpm": "input_tpm",
+    "output_tpm": "output_tpm",
+    "adaptive": "adaptive",
+    "max_attempts": "max_attempts",
+    "timeout": "timeout_s",
+    "connect_timeout": "connect_timeout_s",
+    "max_row_seconds": "max_row_s",
+    "max_cost": "max_cost",
+    "restart": "restart",
+    "retry_failed": "retry_failed",
+    "ordered": "ordered",
+    "dry_run": "dry_run",
+    "summary": "summary_path",
+    "prices": "prices_path",
+    "checkpoint_seconds": "checkpoint_s",
+    "grace_seconds": "grace_s",
+}
+_TABLES = frozenset({"params", "google", "fields", "simulate", "auth"})
+_LISTS = frozenset({"models", "model"})
+_REQUEST = frozenset({"system", "stream"})
+
+
+def load_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML job file into a flat mapping of option names; unknown keys are an error."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such job file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read job file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML ({exc})") from None
+    allowed = set(_SCALARS) | _TABLES | _LISTS | _REQUEST
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{p}: unknown job-file key(s): {', '.join(unknown)}")
+    for key in _TABLES:
+        if key in data and not isinstance(data[key], dict):
+            raise ConfigError(f"{p}: [{key}] must be a table")
+    if "model" in data:
+        data.setdefault("models", data.pop("model"))
+    if isinstance(data.get("models"), str):
+        data["models"] = [data["models"]]
+    return data
+
+
+def _number(name: str, value: Any, kind: type) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    return kind(value)
+
+
+_INTS = {"concurrency", "max_attempts"}
+_FLOATS = {
+    "rpm",
+    "tpm",
+    "input_tpm",
+    "output_tpm",
+    "timeout_s",
+    "connect_timeout_s",
+    "max_row_s",
+    "max_cost",
+    "checkpoint_s",
+    "grace_s",
+}
+_PATHS = {"input", "output", "summary_path", "prices_path"}
+
+
+def build_config(
+    options: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    job: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Merge flags (``options``; ``None`` means not given), a job file and the environment."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = dict(job or {})
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key in _TABLES and isinstance(value, Mapping):
+            merged[key] = {**merged.get(key, {}), **value}
+        elif key in _LISTS and not value:
+            continue
+        else:
+            merged[key] = value
+    values: dict[str, Any] = {}
+    for key, attr in _SCALARS.items():
+        if merged.get(key) is not None:
+            values[attr] = merged[key]
+    for attr in _INTS:
+        if attr in values:
+            values[attr] = _number(attr, values[attr], int)
+    for attr in _FLOATS:
+        if attr in values:
+            values[attr] = _number(attr, values[attr], float)
+    for attr in _PATHS:
+        if attr in values:
+            values[attr] = Path(values[attr])
+    if "input" not in values:
+        raise ConfigError("no INPUT file given")
+    if "output" not in values and not merged.get("dry_run"):
+        raise ConfigError("no output file given: use -o OUTPUT")
+    values.setdefault("output", Path(str(values["input"]) + ".results.jsonl"))
+    models = merged.get("models") or ()
+    if not all(isinstance(m, str) and m for m in models):
+        raise ConfigError("every model must be a non-empty string")
+    values["models"] = tuple(dict.fromkeys(models))
+    values.setdefault("project", env.get("GOOGLE_CLOUD_PROJECT") or None)
+    if "location" not in values and env.get("GOOGLE_CLOUD_LOCATION"):
+        values["location"] = env["GOOGLE_CLOUD_LOCATION"]
+    if "base_url" not in values and env.get("OPENAI_BASE_URL") and not merged.get("simulate"):
+        values["base_url"] = env["OPENAI_BASE_URL"]
+    values["fields"] = _fields(merged.get("fields") or {})
+    values["request"] = _request(merged)
+    values["auth"] = _auth(merged.get("auth") or {}, env)
+    sim = merged.get("simulate")
+    if sim:
+        values["simulate"] = _simulate(sim if isinstance(sim, Mapping) else {})
+    try:
+        return RunConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"invalid configuration ({exc})") from None
+
+
+def _fields(table: Mapping[str, Any]) -> InputFields:
+    known = {f.name for f in fields(InputFields)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown input field setting(s): {', '.join(unknown)}")
+    if not all(isinstance(v, str) and v for v in table.values()):
+        raise ConfigError("input field names must be non-empty strings")
+    return replace(InputFields(), **table)
+
+
+def _request(merged: Mapping[str, Any]) -> RequestDefaults:
+    params = dict(merged.get("params") or {})
+    google = dict(merged.get("google") or {})
+    system = merged.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ConfigError("system must be a string")
+    return RequestDefaults(
+        system=system or None,
+        params=params,
+        google=google,
+        stream=bool(merged.get("stream", False)),
+    )
+
+
+def _auth(table: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
+    mode = table.get("mode", "auto")
+    if mode not in ("auto", "adc", "static", "none"):
+        raise ConfigError(f"invalid auth mode {mode!r}: use auto, adc, static or none")
+    token = env.get("OPENAI_API_KEY") or None
+    if mode == "static" and not token:
+        raise ConfigError("auth mode 'static' needs OPENAI_API_KEY to be set")
+    scopes: Sequence[str] = table.get("scopes") or AuthConfig().scopes
+    return AuthConfig(
+        mode=mode,
+        static_token=Secret(token) if token and mode in ("auto", "static") else None,
+        credentials_file=table.get("credentials_file"),
+        impersonate_service_account=table.get("impersonate_service_account"),
+        quota_project=table.get("quota_project"),
+        scopes=tuple(scopes),
+    )
+
+
+def _simulate(table: Mapping[str, Any]) -> SimulateOptions:
+    known = {f.name for f in fields(SimulateOptions)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"unknown simulate setting(s): {', '.join(unknown)}")
+    options = {k: v for k, v in table.items() if v is not None}
+    if options.get("latency", "fast") not in ("zero", "fast", "realistic"):
+        raise ConfigError("simulate latency must be zero, fast or realistic")
+    return SimulateOptions(**options)

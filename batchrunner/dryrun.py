@@ -1,0 +1,112 @@
+"""``--dry-run``: read the whole input, estimate tokens and cost per model, send nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from batchrunner.config import RunConfig
+from batchrunner.pricing import PriceTable
+from batchrunner.readers import BadRow, read_rows
+from batchrunner.requests import RowProblem, build_requests
+from batchrunner.usage import Usage
+
+ASSUMED_OUTPUT_TOKENS = 256
+
+
+@dataclass(slots=True)
+class ModelEstimate:
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0  # max_tokens where set, else the assumed output size
+    capped_requests: int = 0  # requests whose output is bounded by their own max_tokens
+    cost_usd: float | None = 0.0
+
+
+@dataclass(slots=True)
+class DryRunEstimate:
+    rows: int = 0
+    bad_rows: int = 0
+    problems: list[str] = field(default_factory=list)  # the first few, for the reader
+    models: dict[str, ModelEstimate] = field(default_factory=dict)
+    assumed_output_tokens: int = ASSUMED_OUTPUT_TOKENS
+
+
+def estimate(
+    config: RunConfig,
+    prices: PriceTable,
+    *,
+    assumed_output_tokens: int = ASSUMED_OUTPUT_TOKENS,
+) -> DryRunEstimate:
+    """Walk the input once (streaming) and add up what the run would send."""
+    result = DryRunEstimate(assumed_output_tokens=assumed_output_tokens)
+    for row in read_rows(config.input, config.fields):
+        result.rows += 1
+        if isinstance(row, BadRow):
+            result.bad_rows += 1
+            if len(result.problems) < 5:
+                result.problems.append(f"{row.where}: {row.problem}")
+            continue
+        try:
+            specs = build_requests(
+                row,
+                fields=config.fields,
+                models=config.models,
+                default_model=config.default_model,
+                defaults=config.request,
+            )
+        except RowProblem as exc:
+            result.bad_rows += 1
+            if len(result.problems) < 5:
+                result.problems.append(f"{row.where}: {exc}")
+            continue
+        for spec in specs:
+            m = result.models.setdefault(spec.model, ModelEstimate())
+            m.requests += 1
+            m.input_tokens += spec.input_tokens
+            if spec.max_output_tokens is not None:
+                m.capped_requests += 1
+                m.output_tokens += min(spec.max_output_tokens, assumed_output_tokens)
+            else:
+                m.output_tokens += assumed_output_tokens
+    for model, m in result.models.items():
+        m.cost_usd = prices.cost(
+            model,
+            Usage(
+                prompt_tokens=m.input_tokens,
+                completion_tokens=m.output_tokens,
+                reasoning_tokens=None,
+                cached_tokens=None,
+                total_tokens=m.input_tokens + m.output_tokens,
+                traffic_type=None,
+            ),
+        )
+    return result
+
+
+def render(est: DryRunEstimate) -> str:
+    """A short table for the terminal."""
+    lines = [
+        f"dry run: {est.rows:,} rows read, {est.bad_rows:,} unusable; nothing was sent",
+        f"{'model':<34} {'requests':>10} {'input tok':>12} {'output tok':>12} {'cost USD':>10}",
+    ]
+    total = 0.0
+    unknown = False
+    for model, m in sorted(est.models.items()):
+        cost = "unknown" if m.cost_usd is None else f"{m.cost_usd:,.4f}"
+        if m.cost_usd is None:
+            unknown = True
+        else:
+            total += m.cost_usd
+        lines.append(
+            f"{model:<34} {m.requests:>10,} {m.input_tokens:>12,} {m.output_tokens:>12,} {cost:>10}"
+        )
+    lines.append(f"{'total':<34} {'':>10} {'':>12} {'':>12} {total:>10,.4f}")
+    lines.append(
+        f"estimates: input = characters/4 + 4 per message; output = "
+        f"min(max_tokens, {est.assumed_output_tokens}) per request "
+        "(reasoning models may spend more on thinking)"
+    )
+    if unknown:
+        lines.append("no price is known for some models; pass --prices FILE to add them")
+    lines.extend(f"  {p}" for p in est.problems)
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""Model prices and the cost of one response.
+
+Prices are data, not constants: the shipped table (``batchrunner/data/prices.toml``) names
+a source and a date for every entry, and a user file (``--prices``) can override or add
+entries. :meth:`PriceTable.cost` bills cached prompt tokens at the cached rate only and
+every generated token, reasoning included, at the output rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+import threading
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from batchrunner.errors import ConfigError
+from batchrunner.usage import Usage
+
+__all__ = ["Price", "PriceTable"]
+
+logger = logging.getLogger(__name__)
+
+_PER_TOKEN = 1e-6  # prices are per 1M tokens
+_VERSION_SUFFIX = re.compile(r"-\d{3}$")  # gemini-2.0-flash-001
+
+_RATE_FIELDS = (
+    "input",
+    "output",
+    "cached_input",
+    "long_input",
+    "long_output",
+    "long_cached_input",
+)
+_KNOWN_FIELDS = frozenset(
+    {*_RATE_FIELDS, "long_context_threshold", "batch_discount", "source", "as_of"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """Prices of one model in USD per 1M tokens, with where and when they were taken."""
+
+    model: str
+    input: float
+    output: float  # thinking tokens included
+    cached_input: float | None = None  # None: cached tokens billed at the input rate
+    long_context_threshold: int | None = None  # prompts longer than this use long_*
+    long_input: float | None = None
+    long_output: float | None = None
+    long_cached_input: float | None = None
+    batch_discount: float | None = None  # fraction off for batch prediction (0.5 = half)
+    source: str = ""
+    as_of: str = ""
+
+    def rates(self, prompt_tokens: int) -> tuple[float, float, float]:
+        """The (input, cached input, output) rates for a prompt of this many tokens."""
+        long = self.long_context_threshold is not None and prompt_tokens > (
+            self.long_context_threshold
+        )
+        input_rate = self.input
+        output_rate = self.output
+        cached_rate = self.cached_input
+        if long:
+            input_rate = self.long_input if self.long_input is not None else input_rate
+            output_rate = self.long_output if self.long_output is not None else output_rate
+            if self.long_cached_input is not None:
+                cached_rate = self.long_cached_input
+        return input_rate, cached_rate if cached_rate is not None else input_rate, output_rate
+
+
+def _bare(model: str) -> str:
+    """The model id without its publisher prefix, lower-cased."""
+    return model.strip().rpartition("/")[2].lower()
+
+
+def _number(origin: str, model: str, key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{origin}: models.{model}.{key} must be a number, not {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(f"{origin}: models.{model}.{key} must be >= 0, not {value!r}")
+    return number
+
+
+def _parse_entry(
+    origin: str, model: str, entry: object, base: Price | None, default_as_of: str
+) -> Price:
+    """One ``[models."…"]`` table, merged over ``base`` when it overrides a known model."""
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{origin}: models.{model} must be a table of prices")
+    unknown = sorted(set(entry) - _KNOWN_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{origin}: models.{model} has unknown field(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_KNOWN_FIELDS))}"
+        )
+    changes: dict[str, object] = {}
+    for key in _RATE_FIELDS:
+        if key in entry:
+            changes[key] = _number(origin, model, key, entry[key])
+    if "long_context_threshold" in entry:
+        value = entry["long_context_threshold"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(
+                f"{origin}: models.{model}.long_context_threshold must be a whole number "
+                f"of tokens, not {value!r}"
+            )
+        changes["long_context_threshold"] = value
+    if "batch_discount" in entry:
+        discount = _number(origin, model, "batch_discount", entry["batch_discount"])
+        if discount > 1:
+            raise ConfigError(
+                f"{origin}: models.{model}.batch_discount is a fraction (0.5 = half price), "
+                f"not {entry['batch_discount']!r}"
+            )
+        changes["batch_discount"] = discount
+    for key in ("source", "as_of"):
+        if key in entry:
+            if not isinstance(entry[key], str):
+                raise ConfigError(f"{origin}: models.{model}.{key} must be a string")
+            changes[key] = entry[key]
+    # Figures changed here come from this file, not from the entry they replace.
+    changes.setdefault("source", origin)
+    changes.setdefault("as_of", default_as_of)
+
+    if base is not None:
+        return dataclasses.replace(base, model=model, **changes)  # type: ignore[arg-type]
+    missing = [key for key in ("input", "output") if key not in changes]
+    if missing:
+        raise ConfigError(f"{origin}: models.{model} needs {' and '.join(missing)} prices")
+    return Price(model=model, **changes)  # type: ignore[arg-type]
+
+
+class PriceTable:
+    """Prices by model id, with a table-level version; look-ups forgive id variants."""
+
+    __slots__ = ("_by_bare", "_by_id", "_lock", "_warned", "version")
+
+    def __init__(self, prices: Mapping[str, Price], version: str) -> None:
+        self._by_id: dict[str, Price] = dict(prices)
+        self._by_bare: dict[str, Price] = {}
+        for model_id, price in self._by_id.items():
+            self._by_bare.setdefault(_bare(model_id), price)
+        self.version = version
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"PriceTable(version={self.version!r}, models={sorted(self._by_id)!r})"
+
+    @property
+    def prices(self) -> Mapping[str, Price]:
+        """Every entry, by the id it was written under."""
+        return dict(self._by_id)
+
+    @classmethod
+    def default(cls) -> PriceTable:
+        """The table shipped with batchrunner."""
+        text = resources.files("batchrunner").joinpath("data/prices.toml").read_text("utf-8")
+        return cls._from_text(text, "batchrunner/data/prices.toml", base=None)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, base: PriceTable | None = None) -> PriceTable:
+        """Read a price file; its entries override or extend ``base`` when one is given.
+
+        An entry for a model ``base`` already knows may give only the figures that change.
+        Raises :class:`ConfigError` naming the file and the entry on bad data.
+        """
+        origin = os.fspath(path)
+        try:
+            text = Path(path).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read price file {origin}: {exc}") from exc
+        return cls._from_text(text, origin, base=base)
+
+    @classmethod
+    def _from_text(cls, text: str, origin: str, *, base: PriceTable | None) -> PriceTable:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{origin}: not valid TOML: {exc}") from exc
+        unknown = sorted(set(data) - {"version", "as_of", "models"})
+        if unknown:
+            raise ConfigError(f"{origin}: unknown top-level key(s) {', '.join(unknown)}")
+        version = data.get("version", data.get("as_of"))
+        if version is not None and not isinstance(version, str):
+            raise ConfigError(f"{origin}: version must be a string, not {version!r}")
+        as_of = data.get("as_of", version)
+        if as_of is not None and not isinstance(as_of, str):
+            raise ConfigError(f"{origin}: as_of must be a string, not {as_of!r}")
+        models = data.get("models", {})
+        if not isinstance(models, Mapping):
+            raise ConfigError(f'{origin}: models must be a table of [models."<id>"] entries')
+
+        prices: dict[str, Price] = dict(base._by_id) if base is not None else {}
+        for model, entry in models.items():
+            known = base.lookup(model) if base is not None else None
+            price = _parse_entry(origin, model, entry, known, as_of or "unknown")
+            if known is not None and known.model != model and _bare(known.model) == _bare(model):
+                prices.pop(known.model, None)  # the same model under another spelling
+            prices[model] = price
+
+        file_version = version or Path(origin).name
+        table_version = file_version if base is None else f"{base.version}+{file_version}"
+        return cls(prices, table_version)
+
+    def lookup(self, model: str) -> Price | None:
+        """The price of ``model``: exact id, then without publisher, then unversioned."""
+        price = self._by_id.get(model)
+        if price is not None:
+            return price
+        bare = _bare(model)
+        price = self._by_bare.get(bare)
+        if price is not None:
+            return price
+        unversioned = _VERSION_SUFFIX.sub("", bare)
+        if unversioned != bare:
+            return self._by_bare.get(unversioned)
+        return None
+
+    def cost(self, model: str, usage: Usage) -> float | None:
+        """USD cost of one response, or None when the model or its usage is unknown.
+
+        Cached prompt tokens are billed at the cached rate and not again at the input rate;
+        output is ``usage.completion_tokens``, which includes reasoning. A prompt longer
+        than the model's long-context threshold moves the whole request to the long tier.
+        """
+        price = self.lookup(model)
+        if price is None:
+            with self._lock:
+                first = model not in self._warned
+                self._warned.add(model)
+            if first:
+                logger.warning(
+                    "no price for model %r in price table %s; its cost is left empty",
+                    model,
+                    self.version,
+                )
+            return None
+        prompt = usage.prompt_tokens
+        output = usage.completion_tokens
+        if prompt is None or output is None:
+            return None
+        cached = min(usage.cached_tokens or 0, prompt)
+        input_rate, cached_rate, output_rate = price.rates(prompt)
+        return (
+            (prompt - cached) * input_rate + cached * cached_rate + output * output_rate
+        ) * _PER_TOKEN

@@ -1,0 +1,71 @@
+"""Progress for people: a one-line bar on a terminal, periodic plain lines elsewhere (CI, cron).
+
+It only reads the runner's counters; it never touches the pool.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from batchrunner.runner import Counters
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+@dataclass(slots=True)
+class ProgressDisplay:
+    """Renders counters to ``stream``; ``total`` is the expected number of requests, if known."""
+
+    stream: TextIO
+    total: int | None = None
+    interactive: bool = False
+    log_every_s: float = 30.0
+    _last_log: float = field(default=0.0)
+    _width: int = field(default=0)
+
+    def line(self, c: Counters) -> str:
+        elapsed = max(time.monotonic() - c.started, 1e-9)
+        finished = c.done + c.bad_rows
+        rate = c.done / elapsed
+        parts = [f"{finished:,}"]
+        eta = ""
+        if self.total:
+            remaining = max(self.total - finished - c.skipped, 0)
+            parts[0] = f"{finished + c.skipped:,}/{self.total:,}"
+            if rate > 0 and remaining:
+                eta = f" eta {_duration(remaining / rate)}"
+        parts.append(f"{rate:,.1f} req/s")
+        parts.append(f"in flight {c.in_flight}")
+        parts.append(f"errors {c.errors + c.bad_rows}")
+        if c.retries:
+            parts.append(f"retries {c.retries}")
+        parts.append(f"${c.spent_usd:,.4f}")
+        if c.skipped:
+            parts.append(f"resumed past {c.skipped:,}")
+        return " · ".join(parts) + f" · {_duration(elapsed)}{eta}"
+
+    def __call__(self, counters: Counters) -> None:
+        text = self.line(counters)
+        if self.interactive:
+            pad = max(self._width - len(text), 0)
+            self._width = len(text)
+            self.stream.write("\r" + text + " " * pad)
+            self.stream.flush()
+            return
+        now = time.monotonic()
+        if now - self._last_log >= self.log_every_s:
+            self._last_log = now
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.interactive and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()

@@ -1,0 +1,668 @@
+"""The pool: stream rows in, send them concurrently within limits, write every result once.
+
+One task group per run. A producer reads the input in a worker thread and feeds a bounded
+stream; workers take requests, pass the limiter, call the endpoint with retries and hand
+results to a single writer, which batches them to disk and checkpoints. Memory is bounded
+by the stream buffers and the requests in flight, never by the input's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from batchrunner.auth import AuthConfig, Authenticator, build_authenticator
+from batchrunner.classify import error_from_exception
+from batchrunner.client import Answer, ChatClient
+from batchrunner.config import RunConfig
+from batchrunner.endpoint import VertexTarget, chat_completions_url
+from batchrunner.errors import AbortError, ConfigError, OutputError, RequestError
+from batchrunner.limits import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
+from batchrunner.pricing import PriceTable
+from batchrunner.readers import BadRow, InputRow, read_rows
+from batchrunner.requests import RequestSpec, RowProblem, build_requests, row_models
+from batchrunner.resume import ResumeState, RunIdentity, check_identity, key_of, load_resume_state
+from batchrunner.retry import RetryPolicy, call_with_retries
+from batchrunner.schema import Result
+from batchrunner.stats import RunStats, StatsSnapshot
+from batchrunner.usage import normalize_usage
+from batchrunner.writers import ResultWriter, open_writer
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK = 512
+WRITE_BATCH = 2048
+DEFAULT_OUTPUT_ESTIMATE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run did, for the CLI's exit status and summary."""
+
+    output: Path
+    stats: StatsSnapshot
+    sent: int
+    written: int
+    skipped: int  # already final in the output (resume)
+    earlier_errors: int  # error rows kept from an earlier run
+    bad_rows: int
+    duplicates: int
+    wall_s: float
+    stopped: str | None  # why admission stopped early, if it did
+    fatal: str | None  # the one-line reason of an abort
+
+    @property
+    def exit_status(self) -> int:
+        if self.fatal is not None:
+            return 3
+        if self.stopped is not None:
+            return 3
+        return 1 if self.stats.total.errors or self.earlier_errors else 0
+
+
+@dataclass(slots=True)
+class Counters:
+    """Live counters the progress display reads; plain numbers, updated by the pool."""
+
+    read: int = 0
+    skipped: int = 0
+    queued: int = 0
+    in_flight: int = 0
+    done: int = 0
+    ok: int = 0
+    errors: int = 0
+    retries: int = 0
+    spent_usd: float = 0.0
+    bad_rows: int = 0
+    duplicates: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class _Control:
+    """Stops admission once, for one reason, and remembers an abort."""
+
+    def __init__(self) -> None:
+        self.stopped: str | None = None
+        self.fatal: str | None = None
+        self.workers: anyio.CancelScope | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+            logger.warning("stopping: %s", reason)
+
+    def abort(self, exc: AbortError) -> None:
+        if self.fatal is None:
+            self.fatal = str(exc)
+        self.stop(str(exc))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_identity(config: RunConfig) -> RunIdentity:
+    """What makes two runs the same job: input, models and the request they send."""
+    request = config.request
+    return RunIdentity(
+        {
+            "input": str(config.input.resolve()),
+            "models": list(config.models) or None,
+            "default_model": config.default_model if not config.models else None,
+            "system": request.system,
+            "params": dict(request.params),
+            "google": dict(request.google),
+            "stream": request.stream,
+            "fields": {
+                "id": config.fields.id,
+                "prompt": config.fields.prompt,
+                "messages": config.fields.messages,
+                "system": config.fields.system,
+                "model": config.fields.model,
+                "params": config.fields.params,
+            },
+        }
+    )
+
+
+class Runner:
+    """Runs one batch. Every collaborator can be injected; by default the config builds them."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        url: str | None = None,
+        authenticator: Authenticator | None = None,
+        limiter: Limiter | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        prices: PriceTable | None = None,
+        retry_policy: RetryPolicy | None = None,
+        on_progress: Callable[[Counters], None] | None = None,
+        handle_signals: bool = False,
+    ) -> None:
+        self.config = config
+        self._url = url
+        self._auth = authenticator
+        self._limiter = limiter
+        self._transport = transport
+        self._prices = prices
+        self._policy = retry_policy or RetryPolicy(
+            max_attempts=config.max_attempts, max_elapsed_s=config.max_row_s
+        )
+        self._on_progress = on_progress
+        self._handle_signals = handle_signals
+        self.counters = Counters()
+        self.stats = RunStats()
+        self._control = _Control()
+        self._output_avg: dict[str, tuple[float, int]] = {}
+        self._in_flight_cost = 0.0
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _resolve_url(self) -> str:
+        if self._url:
+            return chat_completions_url(self._url)
+        cfg = self.config
+        if cfg.base_url:
+            return chat_completions_url(cfg.base_url)
+        if not cfg.project:
+            raise ConfigError(
+                "no Vertex project: pass --project or set GOOGLE_CLOUD_PROJECT "
+                "(or --base-url for another OpenAI-compatible server, or --simulate)"
+            )
+        target = VertexTarget(cfg.project, cfg.location, cfg.endpoint_id, cfg.api_version)
+        return chat_completions_url(target.base_url())
+
+    def _http_client(self) -> httpx.AsyncClient:
+        cfg = self.config
+        timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s, pool=None)
+        limits = httpx.Limits(
+            max_connections=cfg.concurrency,
+            max_keepalive_connections=cfg.concurrency,
+            keepalive_expiry=60.0,
+        )
+        transport = self._transport
+        if transport is None:
+            from httpx_aiohttp import AiohttpTransport
+
+            transport = AiohttpTransport(limits=limits)
+        return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> RunSummary:
+        """Run the batch; with ``config.simulate``, against a simulator started for the run."""
+        options = self.config.simulate
+        if options is None or self._url is not None:
+            return await self._run(self._resolve_url())
+        from batchrunner.simulator import SimulatorConfig, open_simulator
+
+        sim_config = SimulatorConfig(
+            latency=options.latency,
+            seed=options.seed,
+            error_rate=options.error_rate,
+            rpm_quota=options.rpm_quota,
+            tpm_quota=options.tpm_quota,
+            token_ttl=options.token_ttl,
+        )
+        async with open_simulator(sim_config) as sim:
+            with tempfile.TemporaryDirectory(prefix="batchrunner-sim-") as tmp:
+                key_file = sim.write_credentials(Path(tmp) / "service-account.json")
+                if self._auth is None:
+                    self._auth = build_authenticator(
+                        AuthConfig(mode="adc", credentials_file=str(key_file))
+                    )
+                location = self.config.location
+                base = sim.base_url(location, self.config.api_version, self.config.endpoint_id)
+                return await self._run(chat_completions_url(base))
+
+    async def _run(self, url: str) -> RunSummary:
+        cfg = self.config
+        prices = self._prices or (
+            PriceTable.load(cfg.prices_path) if cfg.prices_path else PriceTable.default()
+        )
+        self._prices = prices
+        # google.auth.default() may probe the metadata server: keep it off the event loop.
+        auth = self._auth
+        if auth is None:
+            auth = await anyio.to_thread.run_sync(build_authenticator, cfg.auth)
+        limiter = self._limiter or LocalLimiter(
+            LimitConfig(
+                rpm=cfg.rpm,
+                tpm=cfg.tpm,
+                input_tpm=cfg.input_tpm,
+                output_tpm=cfg.output_tpm,
+                max_concurrency=cfg.concurrency,
+                adaptive=cfg.adaptive,
+            )
+        )
+        await anyio.to_thread.run_sync(
+            lambda: check_identity(cfg.output, run_identity(cfg), restart=cfg.restart)
+        )
+        state = (
+            ResumeState()
+            if cfg.restart
+            else await anyio.to_thread.run_sync(load_resume_state, cfg.output)
+        )
+        writer = await anyio.to_thread.run_sync(
+            lambda: open_writer(cfg.output, restart=cfg.restart)
+        )
+        started = time.monotonic()
+        clean = False
+        try:
+            async with self._http_client() as http:
+                client = ChatClient(http, url, auth, timeout_s=cfg.timeout_s)
+                async with anyio.create_task_group() as background:
+                    await background.start(self._run_auth, auth)
+                    if self._on_progress is not None:
+                        background.start_soon(self._report_progress)
+                    if self._handle_signals:
+                        background.start_soon(self._watch_signals)
+                    await self._pipeline(client, limiter, state, writer)
+                    background.cancel_scope.cancel()
+            clean = self._control.fatal is None and self._control.stopped is None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finish_writer(writer, clean)
+        wall = time.monotonic() - started
+        return RunSummary(
+            output=cfg.output,
+            stats=self.stats.snapshot(wall_s=wall),
+            sent=self.counters.done,
+            written=self.counters.done + self.counters.bad_rows,
+            skipped=self.counters.skipped,
+            earlier_errors=0 if cfg.retry_failed else self._earlier_errors(state),
+            bad_rows=self.counters.bad_rows,
+            duplicates=self.counters.duplicates,
+            wall_s=wall,
+            stopped=self._control.stopped,
+            fatal=self._control.fatal,
+        )
+
+    def _earlier_errors(self, state: ResumeState) -> int:
+        return len(state.failed)
+
+    async def _finish_writer(self, writer: ResultWriter, clean: bool) -> None:
+        try:
+            if clean:
+                await anyio.to_thread.run_sync(lambda: writer.close(ordered=self.config.ordered))
+            else:
+                await anyio.to_thread.run_sync(writer.abort)
+        except OutputError as exc:
+            self._control.abort(exc)
+
+    async def _run_auth(
+        self, auth: Authenticator, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        try:
+            await auth.run(task_status=task_status)
+        except AbortError as exc:
+            self._control.abort(exc)
+            if self._control.workers is not None:
+                self._control.workers.cancel()
+
+    async def _pipeline(
+        self, client: ChatClient, limiter: Limiter, state: ResumeState, writer: ResultWriter
+    ) -> None:
+        n_workers = self.config.concurrency
+        spec_send, spec_recv = anyio.create_memory_object_stream[RequestSpec](n_workers)
+        result_send, result_recv = anyio.create_memory_object_stream[Result](2 * n_workers + 64)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._write_loop, writer, result_recv)
+            async with anyio.create_task_group() as workers:
+                self._control.workers = workers.cancel_scope
+                workers.start_soon(self._produce, state, spec_send, result_send.clone())
+                for _ in range(n_workers):
+                    workers.start_soon(
+                        self._work, client, limiter, spec_recv.clone(), result_send.clone()
+                    )
+                spec_recv.close()
+                result_send.close()
+
+    # -- producer ------------------------------------------------------------------------------
+
+    async def _produce(
+        self,
+        state: ResumeState,
+        specs: MemoryObjectSendStream[RequestSpec],
+        results: MemoryObjectSendStream[Result],
+    ) -> None:
+        cfg = self.config
+        rows: Iterator[InputRow | BadRow] = read_rows(cfg.input, cfg.fields)
+        seen: set[int] = set()
+        counters = self.counters
+        async with specs, results:
+            while self._control.stopped is None:
+                chunk = await anyio.to_thread.run_sync(lambda: list(islice(rows, READ_CHUNK)))
+                if not chunk:
+                    break
+                for row in chunk:
+                    counters.read += 1
+                    key = key_of(row.id, "")
+                    if key in seen:
+                        counters.duplicates += 1
+                        if counters.duplicates <= 10:
+                            logger.warning("%s: duplicate id %r skipped", row.where, row.id)
+                        continue
+                    seen.add(key)
+                    if isinstance(row, BadRow):
+                        await self._reject(row, row.problem, state, results)
+                        continue
+                    try:
+                        built = build_requests(
+                            row,
+                            fields=cfg.fields,
+                            models=cfg.models,
+                            default_model=cfg.default_model,
+                            defaults=cfg.request,
+                        )
+                    except RowProblem as exc:
+                        await self._reject(row, str(exc), state, results)
+                        continue
+                    for spec in built:
+                        if state.is_done(spec.id, spec.model, retry_failed=cfg.retry_failed):
+                            counters.skipped += 1
+                            continue
+                        if self._over_budget():
+                            self._control.stop(
+                                f"spend estimate reached --max-cost {cfg.max_cost:g} USD"
+                            )
+                            return
+                        counters.queued += 1
+                        await specs.send(spec)
+                    if self._control.stopped is not None:
+                        return
+
+    async def _reject(
+        self,
+        row: InputRow | BadRow,
+        problem: str,
+        state: ResumeState,
+        results: MemoryObjectSendStream[Result],
+    ) -> None:
+        cfg = self.config
+        models: list[str]
+        if isinstance(row, InputRow):
+            try:
+                models = row_models(row, cfg.fields, cfg.models, cfg.default_model)
+            except RowProblem:
+                models = list(cfg.models) or [cfg.default_model]
+        else:
+            models = list(cfg.models) or [cfg.default_model]
+        now = _now()
+        for model in models:
+            if state.is_done(row.id, model, retry_failed=cfg.retry_failed):
+                self.counters.skipped += 1
+                continue
+            self.counters.bad_rows += 1
+            await results.send(
+                Result(
+                    id=row.id,
+                    model=model,
+                    status="error",
+                    row=row.index,
+                    error_type="bad_input",
+                    error_message=f"{row.where}: {problem}",
+                    started_at=now,
+                    finished_at=now,
+                )
+            )
+
+    def _over_budget(self) -> bool:
+        limit = self.config.max_cost
+        return limit is not None and self.counters.spent_usd + self._in_flight_cost >= limit
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def _output_estimate(self, spec: RequestSpec) -> int:
+        avg = self._output_avg.get(spec.model)
+        guess = int(avg[0]) + 1 if avg else DEFAULT_OUTPUT_ESTIMATE
+        if spec.max_output_tokens is not None:
+            return min(spec.max_output_tokens, guess) if avg else spec.max_output_tokens
+        return guess
+
+    def _observe_output(self, model: str, tokens: int) -> None:
+        mean, n = self._output_avg.get(model, (0.0, 0))
+        n = min(n + 1, 1000)
+        self._output_avg[model] = (mean + (tokens - mean) / n, n)
+
+    def _estimated_cost(self, model: str, estimate: TokenEstimate) -> float:
+        assert self._prices is not None
+        price = self._prices.lookup(model)
+        if price is None:
+            return 0.0
+        return (estimate.input_tokens * price.input + estimate.output_tokens * price.output) / 1e6
+
+    async def _work(
+        self,
+        client: ChatClient,
+        limiter: Limiter,
+        specs: MemoryObjectReceiveStream[RequestSpec],
+        results: MemoryObjectSendStream[Result],
+    ) -> None:
+        async with specs, results:
+            async for spec in specs:
+                if self._control.stopped is not None:
+                    continue  # not started: the next run sends it
+                result = await self._process(client, limiter, spec)
+                if result is None:
+                    continue
+                try:
+                    results.send_nowait(result)
+                except anyio.WouldBlock:
+                    await results.send(result)
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    return
+
+    async def _process(
+        self, client: ChatClient, limiter: Limiter, spec: RequestSpec
+    ) -> Result | None:
+        estimate = TokenEstimate(spec.input_tokens, self._output_estimate(spec))
+        cost_guess = self._estimated_cost(spec.model, estimate)
+        counters = self.counters
+        started_at = _now()
+        attempts = 0
+        last_status: int | None = None
+
+        async def attempt(n: int) -> Answer:
+            nonlocal attempts, last_status
+            attempts = n
+            permit = await limiter.acquire(spec.model, estimate)
+            counters.in_flight += 1
+            try:
+                answer = await client.send(spec)
+            except RequestError as exc:
+                last_status = exc.status
+                kind = "throttled" if exc.status == 429 else "error"
+                limiter.release(permit, Outcome(kind, retry_after=exc.retry_after))
+                raise
+            except BaseException:
+                limiter.release(permit, Outcome("cancelled"))
+                raise
+            finally:
+                counters.in_flight -= 1
+            last_status = answer.status
+            usage = normalize_usage(spec.model, answer.usage)
+            limiter.release(
+                permit,
+                Outcome(
+                    "ok",
+                    input_tokens=usage.prompt_tokens,
+                    output_tokens=usage.completion_tokens,
+                    latency_s=answer.latency_s,
+                ),
+            )
+            return answer
+
+        def on_retry(n: int, error: RequestError, wait: float) -> None:
+            counters.retries += 1
+            self.stats.note_retry(spec.model, error.error_type)
+            logger.debug(
+                "%s %s attempt %d failed (%s), retrying in %.2f s",
+                spec.id,
+                spec.model,
+                n,
+                error.error_type,
+                wait,
+            )
+
+        self._in_flight_cost += cost_guess
+        try:
+            answer = await call_with_retries(attempt, self._policy, on_retry=on_retry)
+        except RequestError as exc:
+            counters.done += 1
+            counters.errors += 1
+            return Result(
+                id=spec.id,
+                model=spec.model,
+                status="error",
+                row=spec.row,
+                attempts=attempts,
+                http_status=exc.status if exc.status is not None else last_status,
+                error_type=exc.error_type,
+                error_message=exc.message,
+                started_at=started_at,
+                finished_at=_now(),
+            )
+        except AbortError as exc:
+            self._control.abort(exc)
+            return None
+        except Exception as exc:
+            # The transport raised something the classifier does not know: keep the row.
+            error = error_from_exception(exc)
+            logger.error("%s %s: unexpected %s", spec.id, spec.model, type(exc).__name__)
+            counters.done += 1
+            counters.errors += 1
+            return Result(
+                id=spec.id,
+                model=spec.model,
+                status="error",
+                row=spec.row,
+                attempts=attempts,
+                error_type=error.error_type,
+                error_message=error.message,
+                started_at=started_at,
+                finished_at=_now(),
+            )
+        finally:
+            self._in_flight_cost -= cost_guess
+        return self._ok_result(spec, answer, attempts, started_at)
+
+    def _ok_result(
+        self, spec: RequestSpec, answer: Answer, attempts: int, started_at: datetime
+    ) -> Result:
+        assert self._prices is not None
+        usage = normalize_usage(spec.model, answer.usage)
+        cost = self._prices.cost(spec.model, usage)
+        counters = self.counters
+        counters.done += 1
+        counters.ok += 1
+        if cost is not None:
+            counters.spent_usd += cost
+        if usage.completion_tokens is not None:
+            self._observe_output(spec.model, usage.completion_tokens)
+        tps = None
+        if usage.completion_tokens and answer.ttft_s is not None:
+            gen = answer.latency_s - answer.ttft_s
+            tps = usage.completion_tokens / gen if gen > 0 else None
+        return Result(
+            id=spec.id,
+            model=spec.model,
+            status="ok",
+            row=spec.row,
+            output=answer.content,
+            reasoning=answer.reasoning,
+            finish_reason=answer.finish_reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cached_tokens=usage.cached_tokens,
+            total_tokens=usage.total_tokens,
+            cost_usd=cost,
+            latency_s=answer.latency_s,
+            ttft_s=answer.ttft_s,
+            ttfo_s=answer.ttfo_s,
+            itl_s=answer.itl_s,
+            output_tps=tps,
+            attempts=attempts,
+            http_status=answer.status,
+            response_id=answer.response_id,
+            traffic_type=usage.traffic_type,
+            started_at=started_at,
+            finished_at=_now(),
+        )
+
+    # -- writer --------------------------------------------------------------------------------
+
+    async def _write_loop(
+        self, writer: ResultWriter, results: MemoryObjectReceiveStream[Result]
+    ) -> None:
+        last_checkpoint = time.monotonic()
+        async with results:
+            async for first in results:
+                batch = [first]
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(results.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                try:
+                    await anyio.to_thread.run_sync(writer.write, batch)
+                    if time.monotonic() - last_checkpoint >= self.config.checkpoint_s:
+                        await anyio.to_thread.run_sync(writer.checkpoint)
+                        last_checkpoint = time.monotonic()
+                except OutputError as exc:
+                    self._control.abort(exc)
+                    if self._control.workers is not None:
+                        self._control.workers.cancel()
+                    return
+                for result in batch:
+                    self.stats.add(result)
+
+    # -- background ----------------------------------------------------------------------------
+
+    async def _report_progress(self) -> None:
+        assert self._on_progress is not None
+        while True:
+            self._on_progress(self.counters)
+            await anyio.sleep(0.5)
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            count = 0
+            async for signum in signals:
+                count += 1
+                name = signal.Signals(signum).name
+                if count == 1:
+                    self._control.stop(f"{name} received")
+                    grace = self.config.grace_s
+                    with anyio.move_on_after(grace if math.isfinite(grace) else None):
+                        async for _ in signals:
+                            break
+                if self._control.workers is not None:
+                    self._control.workers.cancel()
+                return
+
+
+def run(config: RunConfig, **kwargs: Any) -> RunSummary:
+    """Run a batch to completion from synchronous code (a script, a notebook cell)."""
+
+    async def main() -> RunSummary:
+        return await Runner(config, **kwargs).run()
+
+    return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})

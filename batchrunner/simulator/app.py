@@ -1,0 +1,452 @@
+"""The simulator's HTTP surface: the chat-completions route, the OAuth token endpoint, the
+metadata server, and Google's HTML 404 for everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+from aiohttp import web
+
+from .auth import KeyRing, TokenStore, metadata_route, token_endpoint
+from .config import SimulatorConfig, SimulatorStatistics
+from .content import ModelResolver, Plan, parse_request, plan_answer, validate_limits
+from .envelopes import ApiError, error_response
+from .faults import ERROR_FAULTS, FaultPicker, fault_error
+from .latency import SERVER_DEADLINE_S, Timing, plan_timing, streamed_tokens
+from .models import MODELS, ModelSpec
+from .quotas import QuotaBook, SharedPool
+from .recorder import Recorder
+from .shapes import (
+    AnswerOptions,
+    StreamEvent,
+    completion_body,
+    new_response_id,
+    reported_usage,
+    stream_events,
+)
+
+logger = logging.getLogger(__name__)
+
+CHAT_PATH = re.compile(
+    r"^/(v1|v1beta1)/projects/([^/]+)/locations/([^/]+)/endpoints/(openapi|\d+)/chat/completions$"
+)
+# Events due within this many seconds of each other are written together.
+_COALESCE_S = 0.002
+_RESET = 0  # status recorded when the connection was reset without an answer
+_CLIENT_GONE = 499
+
+
+class _Exchange:
+    """What one chat request did, filled in as it is served; becomes its record."""
+
+    __slots__ = (
+        "arrival",
+        "arrival_unix",
+        "error_status",
+        "fault",
+        "finish_reasons",
+        "first_byte",
+        "last_byte",
+        "location",
+        "model",
+        "plan",
+        "reported",
+        "response_id",
+        "status",
+        "stream",
+    )
+
+    def __init__(self, location: str) -> None:
+        self.arrival = time.monotonic()
+        self.arrival_unix = time.time()
+        self.location = location
+        self.model: str | None = None
+        self.stream = False
+        self.status = 500
+        self.error_status: str | None = None
+        self.fault: str | None = None
+        self.first_byte: float | None = None
+        self.last_byte: float | None = None
+        self.response_id: str | None = None
+        self.finish_reasons: list[str] | None = None
+        self.plan: Plan | None = None
+        self.reported: tuple[int | None, int | None, int | None, int | None] | None = None
+
+    def sent(self) -> None:
+        now = time.monotonic()
+        if self.first_byte is None:
+            self.first_byte = now
+        self.last_byte = now
+
+
+class SimulatorState:
+    """Everything the routes share: config, tokens, keys, quotas, faults, counters, records."""
+
+    def __init__(self, config: SimulatorConfig, models: Mapping[str, ModelSpec] = MODELS) -> None:
+        self.config = config
+        self.models = models
+        self.tokens = TokenStore(
+            ttl=config.token_ttl, clock=config.clock, static=config.static_tokens
+        )
+        self.keys = KeyRing(config.project)
+        self.quotas = QuotaBook(
+            rpm_quota=config.rpm_quota,
+            tpm_quota=config.tpm_quota,
+            clock=config.clock,
+            retry_delay_s=config.retry_delay_s,
+        )
+        self.pool = SharedPool(
+            config.dsq_capacity, random.Random(f"{config.seed}:dsq"), config.retry_delay_s
+        )
+        self.faults = FaultPicker(
+            config.faults, config.error_rate, random.Random(f"{config.seed}:faults")
+        )
+        self.latency_rng = random.Random(f"{config.seed}:latency")
+        self.id_rng = random.Random()  # response ids stay unique across simulator runs
+        self.recorder = Recorder(config.request_log, config.keep_records)
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._by_status: Counter[int] = Counter()
+        self._faults: Counter[str] = Counter()
+        self._quota_429 = 0
+        self._dsq_429 = 0
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._usage = [0, 0, 0]
+
+    def statistics(self) -> SimulatorStatistics:
+        with self._lock:
+            return SimulatorStatistics(
+                requests=self._requests,
+                by_status=dict(self._by_status),
+                tokens_issued=self.tokens.issued,
+                rate_limited=self._by_status.get(429, 0),
+                quota_rejections=self._quota_429,
+                dsq_rejections=self._dsq_429,
+                faults_injected=dict(self._faults),
+                in_flight=self._in_flight,
+                max_in_flight=self._max_in_flight,
+                prompt_tokens=self._usage[0],
+                completion_tokens=self._usage[1],
+                reasoning_tokens=self._usage[2],
+            )
+
+    # -- routing -------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == "/token":
+            return await token_endpoint(request, self.tokens, self.keys)
+        if path == "/" or path.startswith("/computeMetadata/"):
+            return await metadata_route(request, self.tokens, self.keys, self.config.project)
+        match = CHAT_PATH.match(path)
+        if match is None or request.method != "POST":
+            return error_response(
+                ApiError(404, "NOT_FOUND", "Not Found", html=True), array=False, path=path
+            )
+        version, project, location, endpoint = match.groups()
+        return await self._chat(request, version, project, location, endpoint)
+
+    # -- chat ----------------------------------------------------------------------------
+
+    async def _chat(
+        self, request: web.Request, version: str, project: str, location: str, endpoint: str
+    ) -> web.StreamResponse:
+        exchange = _Exchange(location)
+        with self._lock:
+            self._requests += 1
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        response: web.StreamResponse
+        try:
+            response = await self._serve(request, exchange, version, project, location, endpoint)
+        except ApiError as error:
+            exchange.status = error.code
+            exchange.error_status = error.status
+            response = error_response(error, array=self.config.array_errors, path=request.path)
+            exchange.sent()
+        except ConnectionError:
+            exchange.status = _CLIENT_GONE
+            response = web.Response(status=_CLIENT_GONE)
+        finally:
+            self._finish(request, exchange, version, project, endpoint)
+        return response
+
+    async def _serve(
+        self,
+        request: web.Request,
+        exchange: _Exchange,
+        version: str,
+        project: str,
+        location: str,
+        endpoint: str,
+    ) -> web.StreamResponse:
+        config = self.config
+        method = f"google.cloud.aiplatform.{version}.PredictionService.ChatCompletions"
+        _check_host(request.host, location)
+        if config.require_auth:
+            self.tokens.check(request.headers.get("Authorization"), method)
+        if config.strict_project and project != config.project:
+            raise ApiError(
+                403,
+                "PERMISSION_DENIED",
+                f"Permission 'aiplatform.endpoints.predict' denied on resource "
+                f"'//aiplatform.googleapis.com/projects/{project}/locations/{location}/"
+                f"endpoints/{endpoint}' (or it may not exist).",
+            )
+        raw = await request.read()
+        resolver = ModelResolver(self.models, project=project, location=location, endpoint=endpoint)
+        chat = parse_request(raw, seed=config.seed, resolve=resolver)
+        exchange.model = chat.model
+        exchange.stream = chat.stream
+        validate_limits(chat, location)
+
+        fault = self.faults.pick()
+        exchange.fault = fault
+        if fault is not None:
+            with self._lock:
+                self._faults[fault] += 1
+        if fault == "reset":
+            _abort(request)
+            exchange.status = _RESET
+            return web.Response()
+        if fault == "stall":
+            await asyncio.sleep(config.stall_s)
+        if fault in ERROR_FAULTS:
+            raise fault_error(fault, config.retry_delay_s)
+
+        plan = plan_answer(chat)
+        spec = chat.spec
+        quota_key = spec.name if spec.family == "gemini" or spec.name in self.models else chat.model
+        if spec.family == "gemini":
+            try:
+                self.pool.check(spec.name, location)
+            except ApiError:
+                with self._lock:
+                    self._dsq_429 += 1
+                raise
+        if spec.name in self.models or config.rpm_quota is not None or config.tpm_quota is not None:
+            try:
+                self.quotas.admit(
+                    spec,
+                    quota_key,
+                    location,
+                    plan.prompt_tokens,
+                    plan.content_tokens + plan.reasoning_tokens,
+                )
+            except ApiError:
+                with self._lock:
+                    self._quota_429 += 1
+                raise
+        with self._lock:
+            in_flight = self._in_flight
+        timing = plan_timing(config, spec, plan, in_flight=in_flight, rng=self.latency_rng)
+        options = AnswerOptions(
+            omit_usage=fault == "no_usage",
+            omit_message=fault == "no_message",
+            reasoning_field=config.reasoning_field,
+        )
+        response_id = new_response_id(self.id_rng, spec.family)
+        created = int(time.time())
+        exchange.response_id = response_id
+        exchange.plan = plan
+        exchange.finish_reasons = [c.finish_reason for c in plan.choices]
+        usage = reported_usage(chat, plan, options)
+        exchange.reported = (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.reasoning_tokens,
+            usage.total_tokens,
+        )
+        pooled = spec.family == "gemini"
+        if pooled:
+            self.pool.enter(spec.name, location)
+        try:
+            first = timing.token_time(0 if chat.stream else streamed_tokens(plan))
+            if first > SERVER_DEADLINE_S:
+                await self._sleep_until(exchange.arrival + SERVER_DEADLINE_S)
+                raise ApiError(
+                    504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."
+                )
+            if chat.stream:
+                events = stream_events(
+                    chat, plan, response_id=response_id, created=created, options=options
+                )
+                return await self._stream(
+                    request, exchange, timing, events, truncate=fault == "truncate"
+                )
+            body = completion_body(
+                chat, plan, response_id=response_id, created=created, options=options
+            )
+            await self._sleep_until(exchange.arrival + first)
+            return await self._complete(request, exchange, body, truncate=fault == "truncate")
+        finally:
+            if pooled:
+                self.pool.leave(spec.name, location)
+
+    @staticmethod
+    async def _sleep_until(due: float) -> None:
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _complete(
+        self, request: web.Request, exchange: _Exchange, body: bytes, *, truncate: bool
+    ) -> web.StreamResponse:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            exchange.status = _CLIENT_GONE  # the client gave up while the answer was generated
+            return web.Response(status=_CLIENT_GONE)
+        exchange.status = 200
+        if not truncate:
+            exchange.sent()
+            return web.Response(body=body, content_type="application/json")
+        response = web.StreamResponse(status=200)
+        response.content_type = "application/json"
+        response.content_length = len(body)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        exchange.sent()
+        _abort(request)
+        return response
+
+    async def _stream(
+        self,
+        request: web.Request,
+        exchange: _Exchange,
+        timing: Timing,
+        events: Sequence[StreamEvent],
+        *,
+        truncate: bool,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        stop = max(1, len(events) // 2) if truncate else len(events)
+        buffer: list[bytes] = []
+        generated = 0
+        exchange.status = 200
+        for event in events[:stop]:
+            generated += event.tokens
+            delay = exchange.arrival + timing.token_time(generated) - time.monotonic()
+            if delay > _COALESCE_S:
+                if buffer:
+                    await self._write(request, response, exchange, buffer)
+                await asyncio.sleep(delay)
+            buffer.append(event.data)
+        await self._write(request, response, exchange, buffer)
+        if truncate:
+            _abort(request)
+        else:
+            await response.write_eof()
+            exchange.sent()
+        return response
+
+    @staticmethod
+    async def _write(
+        request: web.Request, response: web.StreamResponse, exchange: _Exchange, buffer: list[bytes]
+    ) -> None:
+        if not response.prepared:
+            await response.prepare(request)
+        if buffer:
+            await response.write(b"".join(buffer))
+            buffer.clear()
+        exchange.sent()
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _finish(
+        self,
+        request: web.Request,
+        exchange: _Exchange,
+        version: str,
+        project: str,
+        endpoint: str,
+    ) -> None:
+        plan = exchange.plan if exchange.status == 200 else None
+        with self._lock:
+            self._in_flight -= 1
+            self._by_status[exchange.status] += 1
+            if plan is not None:
+                self._usage[0] += plan.prompt_tokens
+                self._usage[1] += plan.content_tokens
+                self._usage[2] += plan.reasoning_tokens
+        if not self.recorder.active:
+            return
+        reported = exchange.reported if plan is not None else None
+        first, last = exchange.first_byte, exchange.last_byte
+        offset = exchange.arrival_unix - exchange.arrival
+        record: dict[str, object] = {
+            "arrival_monotonic": exchange.arrival,
+            "first_byte_monotonic": first,
+            "last_byte_monotonic": last,
+            "arrival_unix": exchange.arrival_unix,
+            "first_byte_unix": None if first is None else first + offset,
+            "last_byte_unix": None if last is None else last + offset,
+            "method": request.method,
+            "path": request.path,
+            "version": version,
+            "project": project,
+            "location": exchange.location,
+            "endpoint": endpoint,
+            "model": exchange.model,
+            "stream": exchange.stream,
+            "status": exchange.status,
+            "error_status": exchange.error_status,
+            "fault": exchange.fault,
+            "response_id": exchange.response_id if plan is not None else None,
+            "finish_reasons": exchange.finish_reasons if plan is not None else None,
+            "reported_prompt_tokens": reported[0] if reported else None,
+            "reported_completion_tokens": reported[1] if reported else None,
+            "reported_reasoning_tokens": reported[2] if reported else None,
+            "reported_total_tokens": reported[3] if reported else None,
+            # OpenAI convention: completion_tokens includes reasoning tokens.
+            "prompt_tokens": plan.prompt_tokens if plan else None,
+            "completion_tokens": plan.content_tokens + plan.reasoning_tokens if plan else None,
+            "reasoning_tokens": plan.reasoning_tokens if plan else None,
+            "total_tokens": (
+                plan.prompt_tokens + plan.content_tokens + plan.reasoning_tokens if plan else None
+            ),
+        }
+        self.recorder.add(record)
+
+
+def _abort(request: web.Request) -> None:
+    """Drop the TCP connection without a (complete) answer."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _check_host(host: str, location: str) -> None:
+    """Behind a proxy that keeps Google's Host header, the host must match the location."""
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if not name.endswith("aiplatform.googleapis.com") and not name.endswith(".rep.googleapis.com"):
+        return
+    if name == "aiplatform.googleapis.com":
+        expected = "global"
+    elif name.startswith("aiplatform.") and name.endswith(".rep.googleapis.com"):
+        expected = name.split(".")[1]
+    else:
+        expected = name.removesuffix("-aiplatform.googleapis.com")
+    if expected != location:
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"Location '{location}' does not match the endpoint host '{name}'.",
+        )
+
+
+def build_app(state: SimulatorState) -> web.Application:
+    """The aiohttp application: one catch-all route dispatching on the path."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", state.handle)
+    return app
