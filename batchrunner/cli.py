@@ -63,6 +63,7 @@ def _add_run(sub: Any) -> None:
     g.add_argument("--sim-latency", choices=["zero", "fast", "realistic"])
     g.add_argument("--sim-error-rate", type=float, metavar="F")
     g.add_argument("--sim-rpm-quota", type=int, metavar="N")
+    g.add_argument("--sim-tpm-quota", type=int, metavar="N")
     g.add_argument("--sim-seed", type=int, metavar="N")
     a = p.add_argument_group("auth")
     a.add_argument("--no-auth", action="store_true", help="send no credentials (local servers)")
@@ -254,6 +255,7 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
             "latency": ns.sim_latency,
             "error_rate": ns.sim_error_rate,
             "rpm_quota": ns.sim_rpm_quota,
+            "tpm_quota": ns.sim_tpm_quota,
             "seed": ns.sim_seed,
         }
     return {
@@ -307,7 +309,9 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     _setup_logging(ns.verbose)
     job = load_job_file(ns.config) if ns.config else None
     config = build_config(_run_options(ns), job=job)
-    prices = PriceTable.load(config.prices_path) if config.prices_path else PriceTable.default()
+    prices = PriceTable.default()
+    if config.prices_path:
+        prices = PriceTable.load(config.prices_path, base=prices)
     if config.dry_run:
         from batchrunner import dryrun
 

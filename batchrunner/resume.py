@@ -8,6 +8,7 @@ Everything here reads what the writers in ``batchrunner.writers`` leave on disk:
     OUTPUT.parts/*.tmp         a part being written; never complete, deleted on resume
     OUTPUT.tmp                 a compaction or rewrite in progress; deleted on resume
     OUTPUT.run.json            the run's identity (input, models, request settings)
+    OUTPUT.lock                held (flock) while a writer is open; removed when it finishes
 
 A compacted Parquet OUTPUT records in its metadata the highest part number it includes
 (``batchrunner.parts_through``), so parts left behind by a compaction that was killed between
@@ -52,10 +53,19 @@ _PART_NAME = re.compile(r"part-(\d+)\.parquet")
 def key_of(id: str, model: str) -> int:
     """A stable signed 64-bit key for (id, model), so resume sets hold ints, not strings.
 
-    Stable across processes and versions (blake2b, not ``hash()``); fits Arrow's int64.
+    blake2b (8 bytes) of ``id + "\\x00" + model`` in UTF-8, read little-endian: stable across
+    processes and versions, unlike ``hash()``, and it fits Arrow's int64.
     """
-    data = f"{id}\x00{model}".encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+    text = f"{id}\x00{model}"
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate; rare, so kept off the fast path
+        data = text.encode("utf-8", "surrogatepass")
+    return _from_bytes(_blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+_blake2b = hashlib.blake2b
+_from_bytes = int.from_bytes
 
 
 # --- layout --------------------------------------------------------------------------------

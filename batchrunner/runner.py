@@ -30,10 +30,16 @@ from batchrunner.classify import error_from_exception
 from batchrunner.client import Answer, ChatClient
 from batchrunner.config import RunConfig
 from batchrunner.endpoint import VertexTarget, chat_completions_url
-from batchrunner.errors import AbortError, ConfigError, OutputError, RequestError
+from batchrunner.errors import (
+    AbortError,
+    BatchRunnerError,
+    ConfigError,
+    OutputError,
+    RequestError,
+)
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
 from batchrunner.pricing import PriceTable
-from batchrunner.readers import BadRow, InputRow, read_rows
+from batchrunner.readers import BadRow, InputRow, check_input, read_rows
 from batchrunner.requests import RequestSpec, RowProblem, build_requests, row_models
 from batchrunner.resume import ResumeState, RunIdentity, check_identity, key_of, load_resume_state
 from batchrunner.retry import RetryPolicy, call_with_retries
@@ -206,7 +212,20 @@ class Runner:
     # -- the run -----------------------------------------------------------------------------
 
     async def run(self) -> RunSummary:
-        """Run the batch; with ``config.simulate``, against a simulator started for the run."""
+        """Run the batch; with ``config.simulate``, against a simulator started for the run.
+
+        Raises ``UsageError`` (bad input file, config) before anything is sent, and
+        ``BatchRunnerError`` subclasses rather than exception groups.
+        """
+        try:
+            return await self._run_target()
+        except BaseExceptionGroup as group:
+            first = _first_batchrunner_error(group)
+            if first is None:
+                raise
+            raise first from None
+
+    async def _run_target(self) -> RunSummary:
         options = self.config.simulate
         if options is None or self._url is not None:
             return await self._run(self._resolve_url())
@@ -233,8 +252,11 @@ class Runner:
 
     async def _run(self, url: str) -> RunSummary:
         cfg = self.config
+        await anyio.to_thread.run_sync(check_input, cfg.input)
         prices = self._prices or (
-            PriceTable.load(cfg.prices_path) if cfg.prices_path else PriceTable.default()
+            PriceTable.load(cfg.prices_path, base=PriceTable.default())
+            if cfg.prices_path
+            else PriceTable.default()
         )
         self._prices = prices
         # google.auth.default() may probe the metadata server: keep it off the event loop.
@@ -251,17 +273,7 @@ class Runner:
                 adaptive=cfg.adaptive,
             )
         )
-        await anyio.to_thread.run_sync(
-            lambda: check_identity(cfg.output, run_identity(cfg), restart=cfg.restart)
-        )
-        state = (
-            ResumeState()
-            if cfg.restart
-            else await anyio.to_thread.run_sync(load_resume_state, cfg.output)
-        )
-        writer = await anyio.to_thread.run_sync(
-            lambda: open_writer(cfg.output, restart=cfg.restart)
-        )
+        state, writer = await anyio.to_thread.run_sync(self._open_output)
         started = time.monotonic()
         clean = False
         try:
@@ -293,6 +305,23 @@ class Runner:
             stopped=self._control.stopped,
             fatal=self._control.fatal,
         )
+
+    def _open_output(self) -> tuple[ResumeState, ResultWriter]:
+        """Check the run's identity, read what OUTPUT already holds and open it for writing."""
+        cfg = self.config
+        try:
+            check_identity(cfg.output, run_identity(cfg), restart=cfg.restart)
+            # The writer takes the output's lock first, so no other run appends while we read.
+            writer = open_writer(cfg.output, restart=cfg.restart)
+            try:
+                state = ResumeState() if cfg.restart else load_resume_state(cfg.output)
+            except BaseException:
+                writer.abort()
+                raise
+            return state, writer
+        except OutputError as exc:
+            # Nothing has been sent yet: an unusable output path is a usage error.
+            raise ConfigError(str(exc)) from None
 
     def _earlier_errors(self, state: ResumeState) -> int:
         return len(state.failed)
@@ -657,6 +686,17 @@ class Runner:
                 if self._control.workers is not None:
                     self._control.workers.cancel()
                 return
+
+
+def _first_batchrunner_error(group: BaseExceptionGroup[Any]) -> BatchRunnerError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BatchRunnerError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_batchrunner_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 def run(config: RunConfig, **kwargs: Any) -> RunSummary:

@@ -10,6 +10,7 @@ Writers are synchronous and not thread-safe: one thread (the run's writer task, 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -94,14 +95,60 @@ def open_writer(
         raise ValueError("part_rows must be at least 1")
     try:
         ensure_parent(out)
+        lock = _OutputLock.acquire(out)
+    except OSError as exc:
+        raise output_error("open", out, exc) from exc
+    try:
         if restart:
             _wipe(out)
         remove_quietly(temp_path(out))
         if fmt == "jsonl":
-            return _JsonlWriter.open(out)
-        return _ParquetWriter.open(out, part_rows)
+            return _JsonlWriter.open(out, lock)
+        return _ParquetWriter.open(out, lock, part_rows)
     except OSError as exc:
+        lock.release()
         raise output_error("open", out, exc) from exc
+    except BaseException:
+        lock.release()
+        raise
+
+
+class _OutputLock:
+    """An advisory lock on ``OUTPUT.lock``: one run writes an OUTPUT at a time.
+
+    Two runs appending to one OUTPUT (an overlapping nightly job) would each send the rows
+    the other has not finished yet. The lock file is removed when the writer finishes.
+    """
+
+    __slots__ = ("_fd", "_path")
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self._path = path
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, out: Path) -> _OutputLock:
+        path = out.with_name(out.name + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputError(
+                f"{out} is being written by another batchrunner run; wait for it to finish, "
+                "or choose another -o"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(path, fd)
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        remove_quietly(self._path)
+        os.close(self._fd)
+        self._fd = -1
 
 
 def _wipe(out: Path) -> None:
@@ -117,17 +164,18 @@ def _wipe(out: Path) -> None:
 
 
 class _JsonlWriter:
-    __slots__ = ("_closed", "_failed", "_fd", "_size", "path")
+    __slots__ = ("_closed", "_failed", "_fd", "_lock", "_size", "path")
 
-    def __init__(self, path: Path, fd: int, size: int) -> None:
+    def __init__(self, path: Path, lock: _OutputLock, fd: int, size: int) -> None:
         self.path = path
+        self._lock = lock
         self._fd = fd
         self._size = size  # bytes known to hold whole lines
         self._failed: OutputError | None = None
         self._closed = False
 
     @classmethod
-    def open(cls, path: Path) -> _JsonlWriter:
+    def open(cls, path: Path, lock: _OutputLock) -> _JsonlWriter:
         created = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
@@ -141,7 +189,7 @@ class _JsonlWriter:
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, fd, size)
+        return cls(path, lock, fd, size)
 
     def write(self, results: Sequence[Result]) -> None:
         self._check_usable()
@@ -167,14 +215,14 @@ class _JsonlWriter:
         if self._failed is not None:
             self.abort()
             raise OutputError(str(self._failed))
-        try:
-            self.checkpoint()
-        finally:
-            self._release()
+        self.checkpoint()  # on failure the writer stays open for abort()
+        self._release()
         try:
             _finish_jsonl(self.path, ordered=ordered)
         except OSError as exc:
             raise output_error("finish", self.path, exc) from exc
+        finally:
+            self._lock.release()
 
     def abort(self) -> None:
         if self._closed:
@@ -185,6 +233,7 @@ class _JsonlWriter:
             logger.warning("could not sync %s: %s", self.path, exc.strerror or exc)
         finally:
             self._release()
+            self._lock.release()
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -289,7 +338,7 @@ def _finish_jsonl(path: Path, *, ordered: bool) -> None:
             index += 1
 
 
-def _rewrite_jsonl_sorted(path: Path, superseded: dict[int, int]) -> None:
+def _rewrite_jsonl_sorted(path: Path, last: dict[int, int]) -> None:
     """Sort by (row, model) holding ~50 bytes per row (row, model, offset, length) in Arrow."""
     chunks: list[pa.RecordBatch] = []
     rows: list[int | None] = []
@@ -317,7 +366,7 @@ def _rewrite_jsonl_sorted(path: Path, superseded: dict[int, int]) -> None:
         for line in source:
             entry = parse_line(line)
             if entry is not None:
-                if _kept(superseded, entry.key, index):
+                if _kept(last, entry.key, index):
                     rows.append(entry.row)
                     models.append(entry.model)
                     offsets.append(offset)
@@ -360,14 +409,18 @@ class _ParquetWriter:
         "_buffer",
         "_closed",
         "_failed",
+        "_lock",
         "_next_seq",
         "_part_rows",
         "_parts_through",
         "path",
     )
 
-    def __init__(self, path: Path, part_rows: int, next_seq: int, parts_through: int) -> None:
+    def __init__(
+        self, path: Path, lock: _OutputLock, part_rows: int, next_seq: int, parts_through: int
+    ) -> None:
         self.path = path
+        self._lock = lock
         self._part_rows = part_rows
         self._next_seq = next_seq
         self._parts_through = parts_through
@@ -376,14 +429,14 @@ class _ParquetWriter:
         self._closed = False
 
     @classmethod
-    def open(cls, path: Path, part_rows: int) -> _ParquetWriter:
+    def open(cls, path: Path, lock: _OutputLock, part_rows: int) -> _ParquetWriter:
         parts_through = read_parts_through(path)
         on_disk = scan_parts(path, parts_through)
         directory = parts_dir(path)
         if not directory.is_dir():
             directory.mkdir()  # also proves the directory is writable before any row is paid for
             fsync_dir(path.parent)
-        return cls(path, part_rows, on_disk.next_seq, parts_through)
+        return cls(path, lock, part_rows, on_disk.next_seq, parts_through)
 
     def write(self, results: Sequence[Result]) -> None:
         self._check_usable()
@@ -402,10 +455,8 @@ class _ParquetWriter:
         if self._failed is not None:
             self.abort()
             raise OutputError(str(self._failed))
-        try:
-            self.checkpoint()
-        finally:
-            self._closed = True
+        self.checkpoint()  # on failure the writer stays open for abort()
+        self._closed = True
         try:
             on_disk = scan_parts(self.path, self._parts_through)
             _compact(self.path, on_disk.parts, self._parts_through, ordered=ordered)
@@ -413,17 +464,20 @@ class _ParquetWriter:
             raise output_error("finish", self.path, exc) from exc
         except pa.ArrowException as exc:
             raise OutputError(f"cannot finish {self.path}: {exc}") from exc
+        finally:
+            self._lock.release()
 
     def abort(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if not self._buffer:
-            return
         try:
-            self._commit(len(self._buffer))
+            if self._buffer:
+                self._commit(len(self._buffer))
         except OutputError as exc:
             logger.warning("%s; %d rows will be sent again on resume", exc, len(self._buffer))
+        finally:
+            self._lock.release()
 
     def _check_usable(self) -> None:
         if self._closed:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing
 import multiprocessing.connection
+import os
 import time
 
 import aiohttp
@@ -24,11 +26,19 @@ TOKEN = "bench-token"
 
 
 def _child(config: SimulatorConfig, conn: multiprocessing.connection.Connection) -> None:
+    started: list[float] = []
+
+    def cpu() -> float:
+        times = os.times()
+        return times.user + times.system
+
     def ready(sim: Simulator) -> None:
+        started.append(cpu())
         conn.send(sim.base_url())
-        conn.close()
 
     serve(config, ready=ready)
+    conn.send(cpu() - started[0])
+    conn.close()
 
 
 async def drive(
@@ -50,8 +60,6 @@ async def drive(
                     if response.status != 200:
                         failures += 1
 
-        # Warm up the connection pool before timing.
-        await asyncio.gather(*(worker() for _ in range(0)))
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -67,7 +75,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
 
-    config = SimulatorConfig(latency="zero", static_tokens=(TOKEN,))
+    config = SimulatorConfig(latency="zero", static_tokens=(TOKEN,), default_quotas=False)
     parent, child = multiprocessing.Pipe(duplex=False)
     process = multiprocessing.get_context("spawn").Process(
         target=_child, args=(config, child), daemon=True
@@ -94,12 +102,19 @@ def main() -> None:
         )
     finally:
         process.terminate()
+        server_cpu = parent.recv() if parent.poll(10) else math.nan
         process.join(10)
     rate = args.requests / elapsed
     mode = "streamed" if args.stream else "non-streamed"
     print(
         f"simulator: {rate:,.0f} requests/s ({args.requests} {mode} {args.model} requests, "
         f"{args.concurrency} in flight, zero latency, {elapsed:.2f} s, {failures} failures)"
+    )
+    # The client shares the machine; the server's own CPU per request bounds what it can do.
+    per_request = server_cpu / args.requests
+    print(
+        f"simulator CPU: {per_request * 1e6:,.0f} us/request "
+        f"(at most ~{1 / per_request:,.0f} requests/s per core)"
     )
 
 

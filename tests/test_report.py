@@ -312,3 +312,44 @@ def test_html_charts_render_in_headless_chromium(snapshot: StatsSnapshot, tmp_pa
     latency_svg = re.search(r'data-chart="latency-cdf".*?</svg>', dom, re.S)
     assert latency_svg is not None
     assert latency_svg.group(0).count("<polyline") == len(snapshot.models)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_report_of_no_rows_renders(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"")
+    snapshot = stats_from_files([path])
+    assert snapshot.models == ()
+    assert render(snapshot, fmt)
+    assert render_summary(snapshot)
+
+
+def test_parquet_with_other_column_types_is_coerced(tmp_path: Path) -> None:
+    path = tmp_path / "loose.parquet"
+    table = pa.table(
+        {
+            "id": pa.array([1, 2], pa.int64()),
+            "model": ["m", "m"],
+            "status": ["ok", "error"],
+            "latency_s": pa.array([1, 2], pa.int32()),
+            "attempts": pa.array([1, None], pa.int64()),
+            "started_at": pa.array([T0, T0], pa.timestamp("ms", tz="UTC")),
+        }
+    )
+    pq.write_table(table, path)
+    rows = list(load_results([path]))
+    assert [(r.id, r.latency_s, r.attempts, r.started_at) for r in rows] == [
+        ("1", 1.0, 1, T0),
+        ("2", 2.0, 0, T0),
+    ]
+
+
+def test_gzipped_jsonl_is_read(tmp_path: Path) -> None:
+    import gzip
+
+    rows = make_results(5)
+    plain = tmp_path / "out.jsonl"
+    write_jsonl(plain, rows)
+    packed = tmp_path / "out.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert list(load_results([packed])) == rows

@@ -306,16 +306,17 @@ async def test_request_log_holds_one_line_per_chat_request(
 
 
 async def test_client_that_gives_up_is_recorded_as_499(http: aiohttp.ClientSession) -> None:
+    async def give_up(url: str, stream: bool) -> None:
+        body = {"model": GEMINI, "messages": HELLO, "stream": stream}
+        timeout = aiohttp.ClientTimeout(total=0.05)
+        async with http.post(
+            url + "/chat/completions", json=body, headers=AUTH, timeout=timeout
+        ) as response:
+            await response.read()
+
     async with open_simulator(config(ttft_s=0.3, keep_records=True)) as sim:
         for stream in (False, True):
-            body = {"model": GEMINI, "messages": HELLO, "stream": stream}
             with pytest.raises(TimeoutError):
-                async with http.post(
-                    sim.base_url() + "/chat/completions",
-                    json=body,
-                    headers=AUTH,
-                    timeout=aiohttp.ClientTimeout(total=0.05),
-                ) as response:
-                    await response.read()
+                await give_up(sim.base_url(), stream)
         await anyio.sleep(0.4)
     assert [r["status"] for r in sim.records] == [499, 499]

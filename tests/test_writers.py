@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,14 +151,32 @@ def test_jsonl_unterminated_but_parseable_last_line_is_resent_not_kept(tmp_path:
     assert ids(out) == ["1"]
 
 
+KILLED_RUN = """
+import os, signal, sys
+from batchrunner.schema import Result
+from batchrunner.writers import open_writer
+
+writer = open_writer(sys.argv[1], part_rows=4)
+writer.write([Result(id=str(i), model="m", status="ok", row=i) for i in range(6)])
+writer.checkpoint()
+writer.write([Result(id=str(i), model="m", status="ok", row=i) for i in (6, 7)])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def run_killed(out: Path) -> None:
+    """Write in a child process that is then killed with SIGKILL: no close, no abort."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, str(out)], env=env, capture_output=True, check=False
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_crash_then_resume_ends_with_each_row_exactly_once(tmp_path: Path, fmt: str) -> None:
+def test_kill_9_then_resume_ends_with_each_row_exactly_once(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"out.{fmt}"
-    writer = open_writer(out, part_rows=4)
-    writer.write([result(str(i)) for i in range(6)])  # Parquet: one part of 4 committed
-    writer.checkpoint()  # Parquet: the other 2 as a second part
-    writer.write([result("6"), result("7")])  # JSONL: on disk; Parquet: buffered, lost
-    del writer  # killed: neither close nor abort
+    run_killed(out)  # JSONL: rows 0-7 on disk; Parquet: parts of 0-3 and 4-5, 6-7 lost
     if fmt == "parquet":
         parts = out.with_name(out.name + ".parts")
         (parts / "part-000099.parquet.tmp").write_bytes(b"PAR1 half")
@@ -407,6 +428,28 @@ def test_disk_full_during_parquet_commit_leaves_no_half_part_and_resumes(
     assert ids(out) == ["1", "2", "3", "4"]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_disk_full_while_finishing_leaves_output_resumable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    out = tmp_path / f"out.{fmt}"
+    writer = open_writer(out, part_rows=2)
+    writer.write([result("1", status="error"), result("2"), result("1")])  # forces a rewrite
+    writer.checkpoint()
+    with monkeypatch.context() as patch:
+        fill_disk_after(patch, 50)
+        with pytest.raises(OutputError, match=f"cannot finish {out}: No space left on device"):
+            writer.close()
+
+    assert not (tmp_path / f"out.{fmt}.tmp").exists()
+    assert not (tmp_path / f"out.{fmt}.lock").exists()
+    state = load_resume_state(out)
+    assert state.is_done("1", "m", retry_failed=True)
+    assert state.is_done("2", "m", retry_failed=True)
+    open_writer(out).close()  # the rerun has nothing to send and just finishes
+    assert sorted((r["id"], r["status"]) for r in read_rows(out)) == [("1", "ok"), ("2", "ok")]
+
+
 def test_abort_saves_buffered_parquet_rows_without_compacting(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     writer = open_writer(out, part_rows=100)
@@ -414,6 +457,18 @@ def test_abort_saves_buffered_parquet_rows_without_compacting(tmp_path: Path) ->
     writer.abort()
     assert not out.exists()
     assert load_resume_state(out).is_done("1", "m", retry_failed=False)
+
+
+def test_second_writer_on_the_same_output_is_refused_until_the_first_finishes(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.parquet"
+    first = open_writer(out)
+    with pytest.raises(OutputError, match="being written by another batchrunner run"):
+        open_writer(out)
+    first.close()
+    assert not (tmp_path / "out.parquet.lock").exists()
+    open_writer(out).abort()
 
 
 def test_write_after_close_is_refused(tmp_path: Path) -> None:

@@ -102,6 +102,7 @@ class SimulatorState:
             tpm_quota=config.tpm_quota,
             clock=config.clock,
             retry_delay_s=config.retry_delay_s,
+            defaults=config.default_quotas,
         )
         self.pool = SharedPool(
             config.dsq_capacity, random.Random(f"{config.seed}:dsq"), config.retry_delay_s

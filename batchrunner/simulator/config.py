@@ -42,6 +42,7 @@ class SimulatorConfig:
     seed: int = 0
     rpm_quota: int | None = None  # hard per-(model, location) requests/min
     tpm_quota: int | None = None  # hard per-(model, location) tokens/min, input + output
+    default_quotas: bool = True  # apply the model table's MaaS quotas when rpm/tpm_quota unset
     dsq_capacity: int | None = None  # Gemini shared pool: in-flight requests before 429s
     error_rate: float = 0.0  # fraction of chat requests answered with a random 500/503
     faults: Mapping[str, float] = field(default_factory=dict)  # kind -> probability

@@ -62,7 +62,9 @@ class QuotaBook:
         tpm_quota: int | None,
         clock: Callable[[], float],
         retry_delay_s: float | None,
+        defaults: bool = True,
     ) -> None:
+        self._defaults = defaults
         self._rpm = rpm_quota
         self._tpm = tpm_quota
         self._clock = clock
@@ -70,9 +72,12 @@ class QuotaBook:
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
 
     def _limits(self, spec: ModelSpec) -> _Limits:
-        rpm = self._rpm if self._rpm is not None else spec.rpm
+        default_rpm = spec.rpm if self._defaults else None
+        rpm = self._rpm if self._rpm is not None else default_rpm
         if self._tpm is not None:
             return _Limits(rpm, self._tpm, None, None)
+        if not self._defaults:
+            return _Limits(rpm, None, None, None)
         return _Limits(rpm, None, spec.input_tpm, spec.output_tpm)
 
     def _bucket(self, model: str, location: str, metric: str, per_minute: int) -> TokenBucket:

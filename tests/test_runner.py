@@ -1,0 +1,228 @@
+"""The pool end to end against the simulator on loopback: what a user of a run would see."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+
+from batchrunner.auth import Secret, StaticAuthenticator
+from batchrunner.config import RunConfig
+from batchrunner.limits import LimitConfig, LocalLimiter
+from batchrunner.requests import RequestDefaults
+from batchrunner.retry import RetryPolicy
+from batchrunner.runner import Runner, RunSummary
+from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "ya29.test-token-value-0123456789"
+GEMINI = "google/gemini-2.5-flash"
+GPT_OSS = "openai/gpt-oss-120b-maas"
+
+
+@pytest.fixture
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
+    overrides: dict[str, Any] = getattr(request, "param", {})
+    config = SimulatorConfig(static_tokens=(TOKEN,), keep_records=True, **overrides)
+    async with open_simulator(config) as simulator:
+        yield simulator
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+        return rows
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+async def run(sim: Simulator, tmp_path: Path, **kwargs: Any) -> RunSummary:
+    kwargs.setdefault("input", tmp_path / "in.jsonl")
+    kwargs.setdefault("output", tmp_path / "out.jsonl")
+    policy = kwargs.pop("policy", RetryPolicy.no_wait(max_attempts=8))
+    config = RunConfig(**kwargs)
+    # Model-wide pauses after a 429 are real time: keep them short in tests.
+    limiter = LocalLimiter(
+        LimitConfig(max_concurrency=config.concurrency, pause_base_s=0.01, pause_cap_s=0.05)
+    )
+    runner = Runner(
+        config,
+        url=sim.base_url(),
+        authenticator=StaticAuthenticator(Secret(TOKEN)),
+        retry_policy=policy,
+        limiter=limiter,
+    )
+    return await runner.run()
+
+
+def prompts(n: int, **extra: Any) -> list[dict[str, Any]]:
+    return [{"id": f"q{i}", "prompt": f"question number {i}?", **extra} for i in range(n)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+async def test_every_row_gets_exactly_one_ok_result(
+    sim: Simulator, tmp_path: Path, suffix: str
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(200, max_tokens=64))
+    out = tmp_path / f"out{suffix}"
+    summary = await run(sim, tmp_path, output=out, concurrency=16)
+    rows = read_results(out)
+    assert sorted(r["id"] for r in rows) == sorted(f"q{i}" for i in range(200))
+    assert {r["status"] for r in rows} == {"ok"}
+    assert summary.exit_status == 0
+    served = [r for r in sim.records if r["status"] == 200]
+    assert len(served) == 200
+    assert not (tmp_path / "out.parquet.parts").exists()
+
+
+@pytest.mark.parametrize("sim", [{"rpm_quota": 100_000, "tpm_quota": 100_000_000}], indirect=True)
+async def test_two_models_fan_out_and_usage_matches_the_server(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(30, max_tokens=2000))
+    await run(sim, tmp_path, models=(GEMINI, GPT_OSS))
+    rows = read_results(tmp_path / "out.jsonl")
+    assert Counter(r["model"] for r in rows) == {GEMINI: 30, GPT_OSS: 30}
+    truth = {r["response_id"]: r for r in sim.records if r["status"] == 200}
+    for row in rows:
+        served = truth[row["response_id"]]
+        assert row["prompt_tokens"] == served["prompt_tokens"]
+        # OpenAI convention for both families: output tokens include reasoning
+        assert row["completion_tokens"] == served["completion_tokens"]
+        assert row["total_tokens"] == row["prompt_tokens"] + row["completion_tokens"]
+        assert row["cost_usd"] is not None and row["cost_usd"] > 0
+
+
+async def test_bad_rows_become_error_rows_and_the_run_goes_on(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(
+        b'{"id": "a", "prompt": "fine"}\n'
+        b"{broken\n"
+        b'{"id": "c"}\n'
+        b'{"id": "d", "messages": "not a list"}\n'
+        b'{"id": "e", "prompt": "also fine"}\n'
+    )
+    summary = await run(sim, tmp_path)
+    rows = {r["id"]: r for r in read_results(tmp_path / "out.jsonl")}
+    assert rows["a"]["status"] == "ok" and rows["e"]["status"] == "ok"
+    assert rows["row-1"]["error_message"].startswith("in.jsonl line 2: invalid JSON")
+    assert rows["c"]["error_message"] == "in.jsonl line 3: row has neither 'prompt' nor 'messages'"
+    assert "line 4" in rows["d"]["error_message"]
+    assert {rows[k]["error_type"] for k in ("row-1", "c", "d")} == {"bad_input"}
+    assert summary.exit_status == 1
+
+
+async def test_duplicate_ids_are_skipped_and_counted(sim: Simulator, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", [*prompts(3), {"id": "q1", "prompt": "again"}])
+    summary = await run(sim, tmp_path)
+    rows = read_results(tmp_path / "out.jsonl")
+    assert sorted(r["id"] for r in rows) == ["q0", "q1", "q2"]
+    assert summary.duplicates == 1
+
+
+@pytest.mark.parametrize(
+    "sim",
+    [{"faults": {"500": 0.1, "503": 0.1, "reset": 0.1, "truncate": 0.1, "429": 0.1}}],
+    indirect=True,
+)
+async def test_transient_faults_end_ok_after_retries(sim: Simulator, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(150, max_tokens=64))
+    summary = await run(sim, tmp_path, concurrency=8, policy=RetryPolicy.no_wait(max_attempts=10))
+    rows = read_results(tmp_path / "out.jsonl")
+    assert len(rows) == 150
+    assert {r["status"] for r in rows} == {"ok"}
+    assert any(r["attempts"] > 1 for r in rows)
+    assert summary.stats.total.retries > 0
+    assert sim.statistics().faults_injected
+
+
+@pytest.mark.parametrize("sim", [{"faults": {"truncate": 0.2}, "latency": "zero"}], indirect=True)
+async def test_streams_cut_before_done_are_retried(sim: Simulator, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(60, max_tokens=3000))
+    config_extra = {"request": RequestDefaults(stream=True)}
+    await run(sim, tmp_path, **config_extra)
+    rows = read_results(tmp_path / "out.jsonl")
+    assert {r["status"] for r in rows} == {"ok"}
+    # Gemini hides its thinking: a row whose budget went to thinking has no token to time.
+    assert all(r["ttft_s"] is not None for r in rows if r["output"])
+    assert any(r["output"] for r in rows)
+
+
+async def test_permanent_errors_are_sent_once(sim: Simulator, tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(5))
+    summary = await run(sim, tmp_path, models=("google/gemini-9-imaginary",))
+    rows = read_results(tmp_path / "out.jsonl")
+    assert {r["error_type"] for r in rows} == {"not_found"}
+    assert {r["attempts"] for r in rows} == {1}
+    assert {r["http_status"] for r in rows} == {404}
+    assert len(sim.records) == 5
+    assert summary.exit_status == 1
+
+
+async def test_rerun_sends_nothing_and_retry_failed_resends_only_errors(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", prompts(20))
+    with path.open("ab") as f:
+        f.write(b'{"id": "bad", "prompt": 12}\n')
+    first = await run(sim, tmp_path)
+    assert first.exit_status == 1
+    served = len(sim.records)
+    again = await run(sim, tmp_path)
+    assert len(sim.records) == served
+    assert again.skipped == 21
+    assert again.exit_status == 1
+    await run(sim, tmp_path, retry_failed=True)
+    assert len(sim.records) == served  # the bad row fails locally again; nothing is sent
+    rows = read_results(tmp_path / "out.jsonl")
+    assert Counter(r["id"] for r in rows).most_common(1)[0][1] == 1
+
+
+async def test_resume_with_a_changed_request_is_refused(sim: Simulator, tmp_path: Path) -> None:
+    from batchrunner.errors import ConfigError
+
+    write_jsonl(tmp_path / "in.jsonl", prompts(3))
+    await run(sim, tmp_path)
+    with pytest.raises(ConfigError, match="--restart"):
+        await run(sim, tmp_path, request=RequestDefaults(params={"temperature": 0.2}))
+    restarted = await run(
+        sim, tmp_path, request=RequestDefaults(params={"temperature": 0.2}), restart=True
+    )
+    assert restarted.sent == 3
+
+
+async def test_budget_stops_admission_and_keeps_what_was_paid_for(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(300, max_tokens=500))
+    summary = await run(sim, tmp_path, max_cost=0.002, concurrency=4)
+    rows = read_results(tmp_path / "out.jsonl")
+    assert summary.stopped is not None and "max-cost" in summary.stopped
+    assert 0 < len(rows) < 300
+    assert len(rows) == len([r for r in sim.records if r["status"] == 200])
+    assert summary.exit_status == 3
+
+
+async def test_no_token_reaches_logs_or_output(
+    sim: Simulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    write_jsonl(tmp_path / "in.jsonl", prompts(20))
+    await run(sim, tmp_path, models=(GEMINI, "google/gemini-9-imaginary"))
+    blob = (tmp_path / "out.jsonl").read_text() + caplog.text
+    blob += "".join(repr(r.__dict__) for r in caplog.records)
+    assert TOKEN not in blob
+    assert "test-token-value" not in blob
