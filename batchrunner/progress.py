@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from batchrunner.runner import Counters
+from batchrunner.counters import Counters
 
 
 def _duration(seconds: float) -> str:

@@ -14,7 +14,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -26,26 +26,25 @@ import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchrunner.auth import AuthConfig, Authenticator, build_authenticator
-from batchrunner.classify import error_from_exception
-from batchrunner.client import Answer, ChatClient
+from batchrunner.client import ChatClient
 from batchrunner.config import RunConfig
+from batchrunner.counters import Counters
 from batchrunner.endpoint import VertexTarget, chat_completions_url
 from batchrunner.errors import (
     AbortError,
     BatchRunnerError,
     ConfigError,
     OutputError,
-    RequestError,
 )
-from batchrunner.limits import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
+from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
 from batchrunner.readers import BadRow, InputRow, check_input, read_rows
 from batchrunner.requests import RequestSpec, RowProblem, build_requests, row_models
 from batchrunner.resume import ResumeState, RunIdentity, check_identity, key_of, load_resume_state
-from batchrunner.retry import RetryPolicy, call_with_retries
+from batchrunner.retry import RetryPolicy
 from batchrunner.schema import Result
+from batchrunner.sender import Sender
 from batchrunner.stats import RunStats, StatsSnapshot
-from batchrunner.usage import normalize_usage
 from batchrunner.writers import ResultWriter, open_writer
 
 logger = logging.getLogger(__name__)
@@ -78,24 +77,6 @@ class RunSummary:
         if self.stopped is not None:
             return 3
         return 1 if self.stats.total.errors or self.earlier_errors else 0
-
-
-@dataclass(slots=True)
-class Counters:
-    """Live counters the progress display reads; plain numbers, updated by the pool."""
-
-    read: int = 0
-    skipped: int = 0
-    queued: int = 0
-    in_flight: int = 0
-    done: int = 0
-    ok: int = 0
-    errors: int = 0
-    retries: int = 0
-    spent_usd: float = 0.0
-    bad_rows: int = 0
-    duplicates: int = 0
-    started: float = field(default_factory=time.monotonic)
 
 
 class _Control:
@@ -175,8 +156,6 @@ class Runner:
         self.counters = Counters()
         self.stats = RunStats()
         self._control = _Control()
-        self._output_avg: dict[str, tuple[float, int]] = {}
-        self._in_flight_cost = 0.0
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -279,13 +258,14 @@ class Runner:
         try:
             async with self._http_client() as http:
                 client = ChatClient(http, url, auth, timeout_s=cfg.timeout_s)
+                sender = Sender(client, limiter, self._policy, prices, self.stats, self.counters)
                 async with anyio.create_task_group() as background:
                     await background.start(self._run_auth, auth)
                     if self._on_progress is not None:
                         background.start_soon(self._report_progress)
                     if self._handle_signals:
                         background.start_soon(self._watch_signals)
-                    await self._pipeline(client, limiter, state, writer)
+                    await self._pipeline(sender, state, writer)
                     background.cancel_scope.cancel()
             clean = self._control.fatal is None and self._control.stopped is None
         finally:
@@ -345,9 +325,7 @@ class Runner:
             if self._control.workers is not None:
                 self._control.workers.cancel()
 
-    async def _pipeline(
-        self, client: ChatClient, limiter: Limiter, state: ResumeState, writer: ResultWriter
-    ) -> None:
+    async def _pipeline(self, sender: Sender, state: ResumeState, writer: ResultWriter) -> None:
         n_workers = self.config.concurrency
         spec_send, spec_recv = anyio.create_memory_object_stream[RequestSpec](n_workers)
         result_send, result_recv = anyio.create_memory_object_stream[Result](2 * n_workers + 64)
@@ -355,11 +333,9 @@ class Runner:
             tg.start_soon(self._write_loop, writer, result_recv)
             async with anyio.create_task_group() as workers:
                 self._control.workers = workers.cancel_scope
-                workers.start_soon(self._produce, state, spec_send, result_send.clone())
+                workers.start_soon(self._produce, sender, state, spec_send, result_send.clone())
                 for _ in range(n_workers):
-                    workers.start_soon(
-                        self._work, client, limiter, spec_recv.clone(), result_send.clone()
-                    )
+                    workers.start_soon(self._work, sender, spec_recv.clone(), result_send.clone())
                 spec_recv.close()
                 result_send.close()
 
@@ -367,6 +343,7 @@ class Runner:
 
     async def _produce(
         self,
+        sender: Sender,
         state: ResumeState,
         specs: MemoryObjectSendStream[RequestSpec],
         results: MemoryObjectSendStream[Result],
@@ -407,7 +384,7 @@ class Runner:
                         if state.is_done(spec.id, spec.model, retry_failed=cfg.retry_failed):
                             counters.skipped += 1
                             continue
-                        if self._over_budget():
+                        if self._over_budget(sender):
                             self._control.stop(
                                 f"spend estimate reached --max-cost {cfg.max_cost:g} USD"
                             )
@@ -452,35 +429,15 @@ class Runner:
                 )
             )
 
-    def _over_budget(self) -> bool:
+    def _over_budget(self, sender: Sender) -> bool:
         limit = self.config.max_cost
-        return limit is not None and self.counters.spent_usd + self._in_flight_cost >= limit
+        return limit is not None and self.counters.spent_usd + sender.in_flight_cost >= limit
 
     # -- workers -------------------------------------------------------------------------------
 
-    def _output_estimate(self, spec: RequestSpec) -> int:
-        avg = self._output_avg.get(spec.model)
-        guess = int(avg[0]) + 1 if avg else DEFAULT_OUTPUT_ESTIMATE
-        if spec.max_output_tokens is not None:
-            return min(spec.max_output_tokens, guess) if avg else spec.max_output_tokens
-        return guess
-
-    def _observe_output(self, model: str, tokens: int) -> None:
-        mean, n = self._output_avg.get(model, (0.0, 0))
-        n = min(n + 1, 1000)
-        self._output_avg[model] = (mean + (tokens - mean) / n, n)
-
-    def _estimated_cost(self, model: str, estimate: TokenEstimate) -> float:
-        assert self._prices is not None
-        price = self._prices.lookup(model)
-        if price is None:
-            return 0.0
-        return (estimate.input_tokens * price.input + estimate.output_tokens * price.output) / 1e6
-
     async def _work(
         self,
-        client: ChatClient,
-        limiter: Limiter,
+        sender: Sender,
         specs: MemoryObjectReceiveStream[RequestSpec],
         results: MemoryObjectSendStream[Result],
     ) -> None:
@@ -488,8 +445,10 @@ class Runner:
             async for spec in specs:
                 if self._control.stopped is not None:
                     continue  # not started: the next run sends it
-                result = await self._process(client, limiter, spec)
-                if result is None:
+                try:
+                    result = await sender.send(spec)
+                except AbortError as exc:
+                    self._control.abort(exc)
                     continue
                 try:
                     results.send_nowait(result)
@@ -497,144 +456,6 @@ class Runner:
                     await results.send(result)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     return
-
-    async def _process(
-        self, client: ChatClient, limiter: Limiter, spec: RequestSpec
-    ) -> Result | None:
-        estimate = TokenEstimate(spec.input_tokens, self._output_estimate(spec))
-        cost_guess = self._estimated_cost(spec.model, estimate)
-        counters = self.counters
-        started_at = _now()
-        attempts = 0
-        last_status: int | None = None
-
-        async def attempt(n: int) -> Answer:
-            nonlocal attempts, last_status
-            attempts = n
-            permit = await limiter.acquire(spec.model, estimate)
-            counters.in_flight += 1
-            try:
-                answer = await client.send(spec)
-            except RequestError as exc:
-                last_status = exc.status
-                kind = "throttled" if exc.status == 429 else "error"
-                limiter.release(permit, Outcome(kind, retry_after=exc.retry_after))
-                raise
-            except BaseException:
-                limiter.release(permit, Outcome("cancelled"))
-                raise
-            finally:
-                counters.in_flight -= 1
-            last_status = answer.status
-            usage = normalize_usage(spec.model, answer.usage)
-            limiter.release(
-                permit,
-                Outcome(
-                    "ok",
-                    input_tokens=usage.prompt_tokens,
-                    output_tokens=usage.completion_tokens,
-                    latency_s=answer.latency_s,
-                ),
-            )
-            return answer
-
-        def on_retry(n: int, error: RequestError, wait: float) -> None:
-            counters.retries += 1
-            self.stats.note_retry(spec.model, error.error_type)
-            logger.debug(
-                "%s %s attempt %d failed (%s), retrying in %.2f s",
-                spec.id,
-                spec.model,
-                n,
-                error.error_type,
-                wait,
-            )
-
-        self._in_flight_cost += cost_guess
-        try:
-            answer = await call_with_retries(attempt, self._policy, on_retry=on_retry)
-        except RequestError as exc:
-            counters.done += 1
-            counters.errors += 1
-            return Result(
-                id=spec.id,
-                model=spec.model,
-                status="error",
-                row=spec.row,
-                attempts=attempts,
-                http_status=exc.status if exc.status is not None else last_status,
-                error_type=exc.error_type,
-                error_message=exc.message,
-                started_at=started_at,
-                finished_at=_now(),
-            )
-        except AbortError as exc:
-            self._control.abort(exc)
-            return None
-        except Exception as exc:
-            # The transport raised something the classifier does not know: keep the row.
-            error = error_from_exception(exc)
-            logger.error("%s %s: unexpected %s", spec.id, spec.model, type(exc).__name__)
-            counters.done += 1
-            counters.errors += 1
-            return Result(
-                id=spec.id,
-                model=spec.model,
-                status="error",
-                row=spec.row,
-                attempts=attempts,
-                error_type=error.error_type,
-                error_message=error.message,
-                started_at=started_at,
-                finished_at=_now(),
-            )
-        finally:
-            self._in_flight_cost -= cost_guess
-        return self._ok_result(spec, answer, attempts, started_at)
-
-    def _ok_result(
-        self, spec: RequestSpec, answer: Answer, attempts: int, started_at: datetime
-    ) -> Result:
-        assert self._prices is not None
-        usage = normalize_usage(spec.model, answer.usage)
-        cost = self._prices.cost(spec.model, usage)
-        counters = self.counters
-        counters.done += 1
-        counters.ok += 1
-        if cost is not None:
-            counters.spent_usd += cost
-        if usage.completion_tokens is not None:
-            self._observe_output(spec.model, usage.completion_tokens)
-        tps = None
-        if usage.completion_tokens and answer.ttft_s is not None:
-            gen = answer.latency_s - answer.ttft_s
-            tps = usage.completion_tokens / gen if gen > 0 else None
-        return Result(
-            id=spec.id,
-            model=spec.model,
-            status="ok",
-            row=spec.row,
-            output=answer.content,
-            reasoning=answer.reasoning,
-            finish_reason=answer.finish_reason,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            cached_tokens=usage.cached_tokens,
-            total_tokens=usage.total_tokens,
-            cost_usd=cost,
-            latency_s=answer.latency_s,
-            ttft_s=answer.ttft_s,
-            ttfo_s=answer.ttfo_s,
-            itl_s=answer.itl_s,
-            output_tps=tps,
-            attempts=attempts,
-            http_status=answer.status,
-            response_id=answer.response_id,
-            traffic_type=usage.traffic_type,
-            started_at=started_at,
-            finished_at=_now(),
-        )
 
     # -- writer --------------------------------------------------------------------------------
 

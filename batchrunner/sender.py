@@ -1,0 +1,208 @@
+"""One request's journey: through the limiter, to the endpoint with retries, into a result row.
+
+``Sender.send`` never raises for a row's own failure (that becomes an ``error`` row); it
+raises ``AbortError`` only when the whole run cannot go on (no credentials).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from batchrunner.classify import error_from_exception
+from batchrunner.client import Answer, ChatClient
+from batchrunner.counters import Counters
+from batchrunner.errors import RequestError
+from batchrunner.limits import Limiter, Outcome, TokenEstimate
+from batchrunner.pricing import PriceTable
+from batchrunner.requests import RequestSpec
+from batchrunner.retry import RetryPolicy, call_with_retries
+from batchrunner.schema import Result
+from batchrunner.stats import RunStats
+from batchrunner.usage import Usage, normalize_usage
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT_ESTIMATE = 512  # tokens, until a model's real outputs have been seen
+_AVERAGE_WINDOW = 1000
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Sender:
+    """Sends requests for the pool's workers and keeps the spend estimate current."""
+
+    def __init__(
+        self,
+        client: ChatClient,
+        limiter: Limiter,
+        policy: RetryPolicy,
+        prices: PriceTable,
+        stats: RunStats,
+        counters: Counters,
+    ) -> None:
+        self._client = client
+        self._limiter = limiter
+        self._policy = policy
+        self._prices = prices
+        self._stats = stats
+        self._counters = counters
+        self._output_avg: dict[str, tuple[float, int]] = {}
+        self.in_flight_cost = 0.0  # estimated cost of the requests not yet answered
+
+    def output_estimate(self, spec: RequestSpec) -> int:
+        """Output tokens to reserve: the model's running average, within the request's cap."""
+        avg = self._output_avg.get(spec.model)
+        guess = int(avg[0]) + 1 if avg else DEFAULT_OUTPUT_ESTIMATE
+        if spec.max_output_tokens is not None:
+            return min(spec.max_output_tokens, guess) if avg else spec.max_output_tokens
+        return guess
+
+    def _observe_output(self, model: str, tokens: int) -> None:
+        mean, n = self._output_avg.get(model, (0.0, 0))
+        n = min(n + 1, _AVERAGE_WINDOW)
+        self._output_avg[model] = (mean + (tokens - mean) / n, n)
+
+    def estimated_cost(self, model: str, estimate: TokenEstimate) -> float:
+        price = self._prices.lookup(model)
+        if price is None:
+            return 0.0
+        return (estimate.input_tokens * price.input + estimate.output_tokens * price.output) / 1e6
+
+    async def send(self, spec: RequestSpec) -> Result:
+        """The final result of ``spec``, after as many attempts as the retry policy allows."""
+        estimate = TokenEstimate(spec.input_tokens, self.output_estimate(spec))
+        cost_guess = self.estimated_cost(spec.model, estimate)
+        counters = self._counters
+        limiter = self._limiter
+        started_at = _now()
+        attempts = 0
+        last_status: int | None = None
+        usage = Usage()
+
+        async def attempt(n: int) -> Answer:
+            nonlocal attempts, last_status, usage
+            attempts = n
+            permit = await limiter.acquire(spec.model, estimate)
+            counters.in_flight += 1
+            try:
+                answer = await self._client.send(spec)
+            except RequestError as exc:
+                last_status = exc.status
+                kind = "throttled" if exc.status == 429 else "error"
+                limiter.release(permit, Outcome(kind, retry_after=exc.retry_after))
+                raise
+            except BaseException:
+                limiter.release(permit, Outcome("cancelled"))
+                raise
+            finally:
+                counters.in_flight -= 1
+            last_status = answer.status
+            usage = normalize_usage(spec.model, answer.usage)
+            limiter.release(
+                permit,
+                Outcome(
+                    "ok",
+                    input_tokens=usage.prompt_tokens,
+                    output_tokens=usage.completion_tokens,
+                    latency_s=answer.latency_s,
+                ),
+            )
+            return answer
+
+        def on_retry(n: int, error: RequestError, wait: float) -> None:
+            counters.retries += 1
+            self._stats.note_retry(spec.model, error.error_type)
+            logger.debug(
+                "%s %s attempt %d failed (%s), retrying in %.2f s",
+                spec.id,
+                spec.model,
+                n,
+                error.error_type,
+                wait,
+            )
+
+        self.in_flight_cost += cost_guess
+        try:
+            answer = await call_with_retries(attempt, self._policy, on_retry=on_retry)
+        except RequestError as exc:
+            return self._error_result(spec, exc, attempts, last_status, started_at)
+        except Exception as exc:
+            logger.error("%s %s: unexpected %s", spec.id, spec.model, type(exc).__name__)
+            error = error_from_exception(exc)
+            return self._error_result(spec, error, attempts, last_status, started_at)
+        finally:
+            self.in_flight_cost -= cost_guess
+        return self._ok_result(spec, answer, usage, attempts, started_at)
+
+    def _error_result(
+        self,
+        spec: RequestSpec,
+        error: RequestError,
+        attempts: int,
+        last_status: int | None,
+        started_at: datetime,
+    ) -> Result:
+        self._counters.done += 1
+        self._counters.errors += 1
+        return Result(
+            id=spec.id,
+            model=spec.model,
+            status="error",
+            row=spec.row,
+            attempts=attempts,
+            http_status=error.status if error.status is not None else last_status,
+            error_type=error.error_type,
+            error_message=error.message,
+            started_at=started_at,
+            finished_at=_now(),
+        )
+
+    def _ok_result(
+        self,
+        spec: RequestSpec,
+        answer: Answer,
+        usage: Usage,
+        attempts: int,
+        started_at: datetime,
+    ) -> Result:
+        cost = self._prices.cost(spec.model, usage)
+        counters = self._counters
+        counters.done += 1
+        counters.ok += 1
+        if cost is not None:
+            counters.spent_usd += cost
+        if usage.completion_tokens is not None:
+            self._observe_output(spec.model, usage.completion_tokens)
+        tps = None
+        if usage.completion_tokens and answer.ttft_s is not None:
+            generating = answer.latency_s - answer.ttft_s
+            tps = usage.completion_tokens / generating if generating > 0 else None
+        return Result(
+            id=spec.id,
+            model=spec.model,
+            status="ok",
+            row=spec.row,
+            output=answer.content,
+            reasoning=answer.reasoning,
+            finish_reason=answer.finish_reason,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cached_tokens=usage.cached_tokens,
+            total_tokens=usage.total_tokens,
+            cost_usd=cost,
+            latency_s=answer.latency_s,
+            ttft_s=answer.ttft_s,
+            ttfo_s=answer.ttfo_s,
+            itl_s=answer.itl_s,
+            output_tps=tps,
+            attempts=attempts,
+            http_status=answer.status,
+            response_id=answer.response_id,
+            traffic_type=usage.traffic_type,
+            started_at=started_at,
+            finished_at=_now(),
+        )
