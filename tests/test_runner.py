@@ -226,3 +226,50 @@ async def test_no_token_reaches_logs_or_output(
     blob += "".join(repr(r.__dict__) for r in caplog.records)
     assert TOKEN not in blob
     assert "test-token-value" not in blob
+
+
+async def test_full_disk_aborts_with_status_3_and_keeps_a_resumable_output(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import batchrunner.runner as runner_module
+    from batchrunner.errors import OutputError
+    from batchrunner.writers import open_writer
+
+    real_open = open_writer
+    writes = 0
+
+    class FillingDisk:
+        """The real writer, until the disk 'fills' on the third batch."""
+
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+            self.path = inner.path
+
+        def write(self, results: Any) -> None:
+            nonlocal writes
+            writes += 1
+            if writes >= 3:
+                err = OSError(errno.ENOSPC, "No space left on device")
+                raise OutputError(f"cannot write {self.path}: {err.strerror}")
+            self._inner.write(results)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    monkeypatch.setattr(
+        runner_module, "open_writer", lambda *a, **k: FillingDisk(real_open(*a, **k))
+    )
+    write_jsonl(tmp_path / "in.jsonl", prompts(300))
+    summary = await run(sim, tmp_path, concurrency=4)
+    assert summary.exit_status == 3
+    assert summary.fatal is not None and "No space left" in summary.fatal
+    kept = read_results(tmp_path / "out.jsonl")
+    assert 0 < len(kept) < 300
+
+    monkeypatch.setattr(runner_module, "open_writer", real_open)
+    resumed = await run(sim, tmp_path, concurrency=4)
+    assert resumed.exit_status == 0
+    rows = read_results(tmp_path / "out.jsonl")
+    assert sorted(r["id"] for r in rows) == sorted(f"q{i}" for i in range(300))
