@@ -74,14 +74,15 @@ def rows() -> list[dict[str, object]]:
                 "prompt": "Rate the sentiment of this product review from 1 (very negative) "
                 f"to 5 (very positive). Answer with the digit only.\n\nReview: {review}",
                 "task": "sentiment",
-                "max_tokens": 8,
+                "max_tokens": 1024,
+                "reasoning_effort": "low",
                 "temperature": 0,
             }
         )
     for i in range(100):
         q = QUESTIONS[i % len(QUESTIONS)]
         extra = " Please be thorough." * rng.randint(0, 3)
-        add({"prompt": q + extra, "task": "qa", "max_tokens": rng.choice([128, 256, 512])})
+        add({"prompt": q + extra, "task": "qa", "max_tokens": rng.choice([1024, 2048, 4096])})
     for i in range(40):
         t = TICKETS[i % len(TICKETS)]
         add(
@@ -89,7 +90,7 @@ def rows() -> list[dict[str, object]]:
                 "prompt": f"Extract customer, item_count, city and payment as JSON.\n\n{t}",
                 "task": "extraction",
                 "response_format": {"type": "json_object"},
-                "max_tokens": 200,
+                "max_tokens": 2048,
             }
         )
     for i in range(20):
@@ -99,7 +100,7 @@ def rows() -> list[dict[str, object]]:
                 + "\nWhat should the job have done differently? List three changes.",
                 "task": "long",
                 "system": "You are a terse site-reliability engineer.",
-                "max_tokens": 400,
+                "max_tokens": 4096,
             }
         )
     for i in range(20):
@@ -112,7 +113,7 @@ def rows() -> list[dict[str, object]]:
                     {"role": "user", "content": "Now say it more simply."},
                 ],
                 "task": "multi_turn",
-                "params": {"max_tokens": 160, "temperature": 0.3},
+                "params": {"max_tokens": 2048, "temperature": 0.3},
             }
         )
     for _ in range(20):
@@ -121,7 +122,7 @@ def rows() -> list[dict[str, object]]:
                 "prompt": QUESTIONS[rng.randrange(len(QUESTIONS))],
                 "task": "reasoning",
                 "reasoning_effort": rng.choice(["low", "medium", "high"]),
-                "max_tokens": 1024,
+                "max_tokens": 8192,
             }
         )
     return out
