@@ -93,7 +93,7 @@ def rows() -> list[dict[str, object]]:
                 "max_tokens": 2048,
             }
         )
-    for i in range(20):
+    for _ in range(20):
         add(
             {
                 "prompt": LONG_CONTEXT * rng.randint(3, 12)
