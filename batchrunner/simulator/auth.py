@@ -58,6 +58,10 @@ class TokenStore:
             self.issued += 1
         return token, lifetime
 
+    def issued_tokens(self) -> list[str]:
+        with self._lock:
+            return list(self._expiry)
+
     def metadata_token(self) -> tuple[str, float]:
         """The metadata server's cached token and its remaining lifetime."""
         with self._lock:

@@ -58,6 +58,10 @@ class Simulator:
         token, _ = self._state.tokens.issue(ttl)
         return token
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token issued so far (ground truth for tests that hunt for leaks)."""
+        return self._state.tokens.issued_tokens()
+
     def write_credentials(self, path: str | os.PathLike[str]) -> Path:
         """Write a service-account key file (fresh RSA key) whose token_uri is this server."""
         return self._state.keys.write_key_file(path, self.token_uri)
