@@ -297,6 +297,14 @@ def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "–"
 
 
+def _reasoning(m: ModelStats) -> str:
+    """Reasoning tokens, or "–" when no row with usage counted them (not the same as 0)."""
+    with_usage = m.ok - m.usage_unknown_rows
+    if with_usage > 0 and m.reasoning_unknown_rows == with_usage:
+        return "–"
+    return fmt_int(m.reasoning_tokens)
+
+
 def _columns(snapshot: StatsSnapshot) -> list[ModelStats]:
     """One column per model, plus the total when there are several."""
     return [*snapshot.models, snapshot.total] if len(snapshot.models) > 1 else [*snapshot.models]
@@ -326,7 +334,7 @@ def sections(snapshot: StatsSnapshot, *, summary: bool = False) -> list[Section]
         ("prompt tokens", *(fmt_int(m.prompt_tokens) for m in cols)),
         ("  of which cached", *(fmt_int(m.cached_tokens) for m in cols)),
         ("output tokens", *(fmt_int(m.completion_tokens) for m in cols)),
-        ("  of which reasoning", *(fmt_int(m.reasoning_tokens) for m in cols)),
+        ("  of which reasoning", *(_reasoning(m) for m in cols)),
         ("cost", *(fmt_usd(m.cost_usd) for m in cols)),
         ("cost per 1k rows", *(fmt_usd(m.cost_per_1k_rows) for m in cols)),
     ]
@@ -359,6 +367,16 @@ def sections(snapshot: StatsSnapshot, *, summary: bool = False) -> list[Section]
         "output tokens include reasoning; latencies are over ok rows; "
         "percentiles interpolate linearly"
     ]
+    if any(m.reasoning_unknown_rows for m in cols):
+        notes.append(
+            "reasoning tokens the server did not count (gpt-oss/vLLM; output tokens still "
+            "include them), rows: "
+            + ", ".join(
+                f"{m.model} {m.reasoning_unknown_rows:,}"
+                for m in snapshot.models
+                if m.reasoning_unknown_rows
+            )
+        )
     if any(m.usage_unknown_rows for m in cols):
         notes.append(
             "rows without usage from the server: "

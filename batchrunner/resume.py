@@ -5,6 +5,8 @@ Everything here reads what the writers in ``batchrunner.writers`` leave on disk:
     OUTPUT                     JSONL: the rows, one per line, appended as they finish.
                                Parquet: the compacted result of earlier finished runs.
     OUTPUT.parts/part-NNNNNN.parquet   Parquet only: committed parts not yet compacted
+    OUTPUT.parts/journal-NNNNNN.jsonl  Parquet only: the rows of part NNNNNN while it fills,
+                               as JSONL lines handed to the OS before ``write()`` returns
     OUTPUT.parts/*.tmp         a part being written; never complete, deleted on resume
     OUTPUT.tmp                 a compaction or rewrite in progress; deleted on resume
     OUTPUT.run.json            the run's identity (input, models, request settings)
@@ -13,6 +15,11 @@ Everything here reads what the writers in ``batchrunner.writers`` leave on disk:
 A compacted Parquet OUTPUT records in its metadata the highest part number it includes
 (``batchrunner.parts_through``), so parts left behind by a compaction that was killed between
 its rename and its clean-up are recognised as already merged and never counted twice.
+
+A journal holds a prefix of the rows of the part with its number (the writer commits the part,
+then removes the journal), so a journal whose part exists, or whose number a compaction already
+merged, is stale and removed unread; a live journal stands in for its part, in number order.
+Rows are never deduplicated across the two: a stale journal is dropped whole.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ PARTS_THROUGH_KEY = b"batchrunner.parts_through"
 KEY_COLUMNS = ["id", "model", "status"]
 BATCH_ROWS = 65_536
 _PART_NAME = re.compile(r"part-(\d+)\.parquet")
+_JOURNAL_NAME = re.compile(r"journal-(\d+)\.jsonl")
 
 
 def key_of(id: str, model: str) -> int:
@@ -94,6 +102,10 @@ def manifest_path(path: Path) -> Path:
 
 def part_path(path: Path, seq: int) -> Path:
     return parts_dir(path) / f"part-{seq:06d}.parquet"
+
+
+def journal_path(path: Path, seq: int) -> Path:
+    return parts_dir(path) / f"journal-{seq:06d}.jsonl"
 
 
 def output_error(action: str, path: Path, exc: OSError) -> OutputError:
@@ -240,17 +252,19 @@ def read_parts_through(path: Path) -> int:
 
 @dataclass(frozen=True, slots=True)
 class PartsOnDisk:
-    """The parts still to be merged, after leftovers were cleared away."""
+    """The parts and live journals still to be merged, after leftovers were cleared away."""
 
     parts: tuple[tuple[int, Path], ...]  # (seq, path), in commit order, not yet compacted
     temps_removed: int
     next_seq: int
+    journals: tuple[tuple[int, Path], ...] = ()  # (seq, path) of journals without their part
 
 
 def scan_parts(path: Path, parts_through: int) -> PartsOnDisk:
-    """List OUTPUT's parts; delete temp files and parts that a compaction already merged."""
+    """List OUTPUT's parts and journals; delete temp files, merged parts and stale journals."""
     directory = parts_dir(path)
     found: list[tuple[int, Path]] = []
+    journals: list[tuple[int, Path]] = []
     temps = 0
     highest = parts_through
     try:
@@ -264,7 +278,7 @@ def scan_parts(path: Path, parts_through: int) -> PartsOnDisk:
             temps += 1
             logger.warning("removed half-written part %s", entry)
             continue
-        match = _PART_NAME.fullmatch(name)
+        match = _PART_NAME.fullmatch(name) or _JOURNAL_NAME.fullmatch(name)
         if match is None:
             continue
         seq = int(match.group(1))
@@ -273,9 +287,17 @@ def scan_parts(path: Path, parts_through: int) -> PartsOnDisk:
             # Merged by a compaction that died before it could remove the parts directory.
             remove_quietly(entry)
             continue
-        found.append((seq, entry))
+        (journals if name.startswith("journal-") else found).append((seq, entry))
+    committed = {seq for seq, _ in found}
+    live: list[tuple[int, Path]] = []
+    for seq, entry in journals:
+        if seq in committed:
+            remove_quietly(entry)  # its rows are all in the part: killed before removing it
+        else:
+            live.append((seq, entry))
     found.sort()
-    return PartsOnDisk(tuple(found), temps, highest + 1)
+    live.sort()
+    return PartsOnDisk(tuple(found), temps, highest + 1, tuple(live))
 
 
 # --- resume state --------------------------------------------------------------------------
@@ -328,11 +350,11 @@ class _Collector:
 
 
 def load_resume_state(path: str | os.PathLike[str]) -> ResumeState:
-    """Read OUTPUT (and, for Parquet, its uncompacted parts) into a :class:`ResumeState`.
+    """Read OUTPUT (and, for Parquet, its uncompacted parts and journals) into a ResumeState.
 
-    Streams the files; a missing OUTPUT gives an empty state. Torn JSONL lines, Parquet
-    temp files (deleted here) and unreadable parts are skipped and counted in ``torn``:
-    their rows are not done and will be sent again.
+    Streams the files (a journal holds at most one part's rows); a missing OUTPUT gives an
+    empty state. Torn JSONL or journal lines, Parquet temp files (deleted here) and unreadable
+    parts are skipped and counted in ``torn``: their rows are not done and will be sent again.
     """
     out = Path(path)
     fmt = output_format(out)
@@ -374,6 +396,7 @@ def not_our_output(path: Path) -> ConfigError:
 
 
 def _load_parquet(path: Path, collector: _Collector) -> int:
+    # Parts and live journals in number order, so the last result of a key wins.
     parts_through = read_parts_through(path)
     if path.exists():
         try:
@@ -386,13 +409,34 @@ def _load_parquet(path: Path, collector: _Collector) -> int:
             ) from exc
     on_disk = scan_parts(path, parts_through)
     torn = on_disk.temps_removed
-    for _, part in on_disk.parts:
-        entries = read_part_entries(part)
+    journals = dict(on_disk.journals)
+    for seq, source in sorted([*on_disk.parts, *on_disk.journals]):
+        if seq in journals:
+            torn += _load_journal(source, collector)
+            continue
+        entries = read_part_entries(source)
         if entries is None:
             torn += 1
             continue
         for entry in entries:
             collector.add(entry)
+    return torn
+
+
+def _load_journal(path: Path, collector: _Collector) -> int:
+    """Add a journal's complete lines; a torn last line (killed mid-write) is counted, not kept."""
+    torn = 0
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:  # removed since the directory was listed
+        return 0
+    with f:
+        for line in f:
+            entry = parse_line(line)
+            if entry is None:
+                torn += 1
+            else:
+                collector.add(entry)
     return torn
 
 

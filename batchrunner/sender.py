@@ -177,9 +177,13 @@ class Sender:
         if usage.completion_tokens is not None:
             self._observe_output(spec.model, usage.completion_tokens)
         tps = None
-        if usage.completion_tokens and answer.ttft_s is not None:
+        streamed = usage.completion_tokens
+        if streamed and answer.reasoning is None and usage.reasoning_tokens:
+            # Hidden thinking (Gemini) happened before the first token, not after it.
+            streamed -= usage.reasoning_tokens
+        if streamed and answer.ttft_s is not None:
             generating = answer.latency_s - answer.ttft_s
-            tps = usage.completion_tokens / generating if generating > 0 else None
+            tps = streamed / generating if generating > 0 else None
         return Result(
             id=spec.id,
             model=spec.model,

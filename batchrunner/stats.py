@@ -88,9 +88,10 @@ class ModelStats:
     errors_by_type: Mapping[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0  # reasoning included
-    reasoning_tokens: int = 0
+    reasoning_tokens: int = 0  # over the rows whose server reported it
     cached_tokens: int = 0
     usage_unknown_rows: int = 0  # ok rows whose server reported no usage
+    reasoning_unknown_rows: int = 0  # ok rows with usage but no reasoning count (vLLM)
     cost_usd: float = 0.0  # sum of the known costs
     cost_rows: int = 0  # rows whose cost is known
     cost_per_1k_rows: float | None = None  # over the rows whose cost is known
@@ -195,6 +196,7 @@ class _Accumulator:
         "output_tps",
         "prompt",
         "reasoning",
+        "reasoning_unknown",
         "retried_attempts",
         "retries_by_cause",
         "rows",
@@ -207,7 +209,7 @@ class _Accumulator:
     def __init__(self) -> None:
         self.rows = self.ok = self.attempts = self.retried_attempts = 0
         self.prompt = self.completion = self.reasoning = self.cached = 0
-        self.usage_unknown = self.cost_rows = self.unknown_cost = 0
+        self.usage_unknown = self.reasoning_unknown = self.cost_rows = self.unknown_cost = 0
         self.cost = 0.0
         self.errors_by_type: Counter[str] = Counter()
         self.retries_by_cause: Counter[str] = Counter()
@@ -244,6 +246,8 @@ class _Accumulator:
         self.ok += 1
         if r.completion_tokens is None:
             self.usage_unknown += 1
+        elif r.reasoning_tokens is None:
+            self.reasoning_unknown += 1
         if r.cost_usd is None:
             self.unknown_cost += 1
         for values, value in (
@@ -272,6 +276,7 @@ class _Accumulator:
             reasoning_tokens=self.reasoning,
             cached_tokens=self.cached,
             usage_unknown_rows=self.usage_unknown,
+            reasoning_unknown_rows=self.reasoning_unknown,
             cost_usd=self.cost,
             cost_rows=self.cost_rows,
             cost_per_1k_rows=self.cost / self.cost_rows * 1000 if self.cost_rows else None,

@@ -1,8 +1,9 @@
 """Result writers: append result rows to OUTPUT so that a crash at any moment loses no paid-for row.
 
-JSONL appends one line per row and hands it to the OS at once; Parquet buffers rows and commits
-them as part files (complete or absent) that ``close()`` compacts into one ordinary file. The
-layout on disk, and how a later run reads it back, is described in ``batchrunner.resume``.
+JSONL appends one line per row and hands it to the OS at once. Parquet does the same into a
+journal (JSONL lines) while it fills a buffer, commits the buffer as a part file (complete or
+absent) every ``part_rows`` rows, and ``close()`` compacts everything into one ordinary file.
+The layout on disk, and how a later run reads it back, is described in ``batchrunner.resume``.
 
 Writers are synchronous and not thread-safe: one thread (the run's writer task, through
 ``anyio.to_thread.run_sync``) calls them in turn.
@@ -14,8 +15,7 @@ import fcntl
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, Protocol
 
@@ -23,23 +23,24 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrunner.compaction import (
+    COMPRESSION,
+    ROW_GROUP_ROWS,
+    compact_parquet,
+    finish_jsonl,
+    read_journal,
+)
 from batchrunner.errors import OutputError
 from batchrunner.resume import (
-    BATCH_ROWS,
-    KEY_COLUMNS,
-    PARTS_THROUGH_KEY,
-    Entry,
     ensure_parent,
     fsync_dir,
-    iter_parquet_entries,
-    key_of,
+    journal_path,
     not_our_output,
     output_error,
     output_format,
     parse_line,
     part_path,
     parts_dir,
-    read_part_entries,
     read_parts_through,
     remove_quietly,
     scan_parts,
@@ -53,10 +54,7 @@ __all__ = ["ResultWriter", "open_writer"]
 
 logger = logging.getLogger(__name__)
 
-ROW_GROUP_ROWS = 65_536
-COMPRESSION = "zstd"
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_APPEND_NEWLINE
-_SORT_KEYS = [("row", "ascending"), ("model", "ascending")]  # rows without a position last
 
 
 class ResultWriter(Protocol):
@@ -65,11 +63,14 @@ class ResultWriter(Protocol):
     path: Path
 
     def write(self, results: Sequence[Result]) -> None:
-        """Append a batch (JSONL: handed to the OS at once; Parquet: a part per ``part_rows``)."""
+        """Append a batch, in the OS on return: a SIGKILL now loses none of it.
+
+        Parquet: into the journal, or straight into a part when the batch fills one.
+        """
         ...
 
     def checkpoint(self) -> None:
-        """Make everything written so far durable (fsync; Parquet: commit the buffer as a part)."""
+        """Make everything written so far durable against a power loss (fsync only)."""
         ...
 
     def close(self, *, ordered: bool = False) -> None:
@@ -218,7 +219,7 @@ class _JsonlWriter:
         self.checkpoint()  # on failure the writer stays open for abort()
         self._release()
         try:
-            _finish_jsonl(self.path, ordered=ordered)
+            finish_jsonl(self.path, ordered=ordered)
         except OSError as exc:
             raise output_error("finish", self.path, exc) from exc
         finally:
@@ -289,126 +290,75 @@ def _clean_row(result: Result) -> dict[str, object]:
     }
 
 
-def _sort_key(entry: Entry) -> tuple[bool, int, str]:
-    return (entry.row is None, entry.row or 0, entry.model)
-
-
-def _finish_jsonl(path: Path, *, ordered: bool) -> None:
-    """Rewrite OUTPUT only if it holds a key twice, an unreadable line, or is out of order."""
-    torn = 0
-    in_order = True
-
-    def first_pass() -> Iterator[int]:
-        nonlocal torn, in_order
-        previous: tuple[bool, int, str] | None = None
-        for entry in _jsonl_entries(path):
-            if entry is None:
-                torn += 1
-                continue
-            if ordered and in_order:
-                current = _sort_key(entry)
-                in_order = previous is None or previous <= current
-                previous = current
-            yield entry.key
-
-    def keys() -> Iterator[int]:
-        return (entry.key for entry in _jsonl_entries(path) if entry is not None)
-
-    last = _last_of_repeats(first_pass(), _count_lines(path))
-    reordered = ordered and not in_order
-    if not torn and not reordered and not _any_repeat(keys(), last):
-        return
-    logger.info(
-        "rewriting %s: dropping superseded rows and %d unreadable lines%s",
-        path,
-        torn,
-        ", sorting by row" if ordered else "",
-    )
-    if ordered:
-        _rewrite_jsonl_sorted(path, last)
-        return
-    with path.open("rb") as source, _replacing(path) as out:
-        index = 0
-        for line in source:
-            entry = parse_line(line)
-            if entry is None:
-                continue
-            if _kept(last, entry.key, index):
-                out.write(line)
-            index += 1
-
-
-def _rewrite_jsonl_sorted(path: Path, last: dict[int, int]) -> None:
-    """Sort by (row, model) holding ~50 bytes per row (row, model, offset, length) in Arrow."""
-    chunks: list[pa.RecordBatch] = []
-    rows: list[int | None] = []
-    models: list[str] = []
-    offsets: list[int] = []
-    lengths: list[int] = []
-
-    def seal() -> None:
-        chunks.append(
-            pa.record_batch(
-                [
-                    pa.array(rows, pa.int64()),
-                    pa.array(models, pa.string()),
-                    pa.array(offsets, pa.int64()),
-                    pa.array(lengths, pa.int64()),
-                ],
-                names=["row", "model", "offset", "length"],
-            )
-        )
-        for column in (rows, models, offsets, lengths):
-            column.clear()
-
-    with path.open("rb") as source:
-        offset = index = 0
-        for line in source:
-            entry = parse_line(line)
-            if entry is not None:
-                if _kept(last, entry.key, index):
-                    rows.append(entry.row)
-                    models.append(entry.model)
-                    offsets.append(offset)
-                    lengths.append(len(line))
-                    if len(rows) >= BATCH_ROWS:
-                        seal()
-                index += 1
-            offset += len(line)
-        seal()
-        order = pa.Table.from_batches(chunks).sort_by(_SORT_KEYS).select(["offset", "length"])
-        chunks.clear()
-        with _replacing(path) as out:
-            fd = source.fileno()
-            for batch in order.to_batches(BATCH_ROWS):
-                for at, length in zip(
-                    batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
-                ):
-                    out.write(os.pread(fd, length, at))
-
-
-def _jsonl_entries(path: Path) -> Iterator[Entry | None]:
-    with path.open("rb") as f:
-        for line in f:
-            yield parse_line(line)
-
-
-def _count_lines(path: Path) -> int:
-    count = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            count += chunk.count(b"\n")
-    return count
-
-
 # --- Parquet -------------------------------------------------------------------------------
 
 
+class _Journal:
+    """The rows of the part being filled, as JSONL lines handed to the OS as they arrive.
+
+    Created on its first row, fsynced at ``checkpoint()``, removed once its part is committed.
+    """
+
+    __slots__ = ("_fd", "_new", "_size", "path", "rows")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._fd = -1
+        self._size = 0  # bytes known to hold whole lines
+        self._new = False  # created since its directory was last fsynced
+
+    def append(self, results: Sequence[Result]) -> None:
+        """Hand the rows to the OS; raises OSError after cutting off a half-written line."""
+        data = b"".join(_encode_line(result) for result in results)
+        if self._fd < 0:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+            self._fd = os.open(self.path, flags, 0o644)
+            self._new = True
+        try:
+            write_all(self._fd, data)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                logger.warning("could not remove a half-written line from %s", self.path)
+            raise
+        self._size += len(data)
+        self.rows += len(results)
+
+    def sync(self) -> None:
+        if self._fd < 0:
+            return
+        os.fsync(self._fd)
+        if self._new:  # a power loss must not take the journal's name with it
+            fsync_dir(self.path.parent)
+            self._new = False
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def remove(self) -> None:
+        """Its rows are in a committed part. One left behind by a crash is stale and ignored."""
+        self.close()
+        remove_quietly(self.path)
+
+
 class _ParquetWriter:
+    """Rows go to a journal at once and to a part every ``part_rows`` rows.
+
+    Invariant: the buffer holds fewer than ``part_rows`` rows, exactly those in the journal
+    (after a failed write, possibly more). ``checkpoint()`` only fsyncs the journal: parts are
+    committed by size, not by time, since the journal already makes every row durable and
+    small parts would slow down resume and compaction.
+    """
+
     __slots__ = (
         "_buffer",
         "_closed",
         "_failed",
+        "_journal",
         "_lock",
         "_next_seq",
         "_part_rows",
@@ -424,6 +374,7 @@ class _ParquetWriter:
         self._part_rows = part_rows
         self._next_seq = next_seq
         self._parts_through = parts_through
+        self._journal = _Journal(journal_path(path, next_seq))
         self._buffer: list[Result] = []
         self._failed: OutputError | None = None
         self._closed = False
@@ -436,18 +387,34 @@ class _ParquetWriter:
         if not directory.is_dir():
             directory.mkdir()  # also proves the directory is writable before any row is paid for
             fsync_dir(path.parent)
+        for seq, journal in on_disk.journals:
+            _seal_journal(path, seq, journal)
         return cls(path, lock, part_rows, on_disk.next_seq, parts_through)
 
     def write(self, results: Sequence[Result]) -> None:
         self._check_usable()
-        self._buffer.extend(results)
-        while len(self._buffer) >= self._part_rows:
-            self._commit(self._part_rows)
+        rest = results
+        while rest:
+            room = self._part_rows - len(self._buffer)
+            if len(rest) < room:
+                try:
+                    self._journal.append(rest)
+                except OSError as exc:
+                    self._buffer.extend(rest)  # abort() still tries to commit them
+                    self._fail(self._journal.path, exc)
+                self._buffer.extend(rest)
+                return
+            # These rows fill a part: committing it makes them durable without the journal.
+            self._buffer.extend(rest[:room])
+            rest = rest[room:]
+            self._commit()
 
     def checkpoint(self) -> None:
         self._check_usable()
-        if self._buffer:
-            self._commit(len(self._buffer))
+        try:
+            self._journal.sync()
+        except OSError as exc:
+            self._fail(self._journal.path, exc)
 
     def close(self, *, ordered: bool = False) -> None:
         if self._closed:
@@ -457,9 +424,14 @@ class _ParquetWriter:
             raise OutputError(str(self._failed))
         self.checkpoint()  # on failure the writer stays open for abort()
         self._closed = True
+        self._journal.close()
         try:
+            # The buffer goes straight into OUTPUT; until the rename its journal keeps it.
             on_disk = scan_parts(self.path, self._parts_through)
-            _compact(self.path, on_disk.parts, self._parts_through, ordered=ordered)
+            pending = (self._next_seq, _to_table(self._buffer)) if self._buffer else None
+            compact_parquet(
+                self.path, on_disk.parts, self._parts_through, pending=pending, ordered=ordered
+            )
         except OSError as exc:
             raise output_error("finish", self.path, exc) from exc
         except pa.ArrowException as exc:
@@ -473,10 +445,19 @@ class _ParquetWriter:
         self._closed = True
         try:
             if self._buffer:
-                self._commit(len(self._buffer))
+                self._commit()
         except OutputError as exc:
-            logger.warning("%s; %d rows will be sent again on resume", exc, len(self._buffer))
+            unsaved = len(self._buffer) - self._journal.rows
+            try:
+                self._journal.sync()
+            except OSError as sync_exc:
+                logger.warning("could not sync %s: %s", self._journal.path, sync_exc)
+            if unsaved > 0:
+                logger.warning("%s; %d rows will be sent again on resume", exc, unsaved)
+            else:
+                logger.warning("%s; its journal keeps the rows for resume", exc)
         finally:
+            self._journal.close()
             self._lock.release()
 
     def _check_usable(self) -> None:
@@ -485,23 +466,41 @@ class _ParquetWriter:
         if self._failed is not None:
             raise OutputError(str(self._failed))
 
-    def _commit(self, count: int) -> None:
-        sink = pa.BufferOutputStream()
-        pq.write_table(
-            _to_table(self._buffer[:count]),
-            sink,
-            row_group_size=ROW_GROUP_ROWS,
-            compression=COMPRESSION,
-        )
+    def _fail(self, path: Path, exc: OSError) -> NoReturn:
+        self._failed = output_error("write", path, exc)
+        raise self._failed from exc
+
+    def _commit(self) -> None:
+        """Commit the buffer as the next part, then drop the journal that held it."""
         target = part_path(self.path, self._next_seq)
         try:
             parts_dir(self.path).mkdir(exist_ok=True)
-            write_atomically(target, memoryview(sink.getvalue()))
+            write_atomically(target, _parquet_bytes(_to_table(self._buffer)))
         except OSError as exc:
-            self._failed = output_error("write", target, exc)
-            raise self._failed from exc
-        del self._buffer[:count]
+            self._fail(target, exc)
+        self._buffer.clear()
         self._next_seq += 1
+        try:
+            self._journal.remove()
+        except OSError as exc:  # harmless: a journal beside its part is stale and ignored
+            logger.warning("could not remove %s: %s", self._journal.path, exc.strerror or exc)
+        self._journal = _Journal(journal_path(self.path, self._next_seq))
+
+
+def _seal_journal(out: Path, seq: int, journal: Path) -> None:
+    """Turn a journal left by a killed run into its part, so it is compacted like one."""
+    table, torn = read_journal(journal)
+    if torn:
+        logger.warning("dropped %d torn or unreadable lines from %s", torn, journal)
+    if table.num_rows:
+        write_atomically(part_path(out, seq), _parquet_bytes(table))
+    remove_quietly(journal)
+
+
+def _parquet_bytes(table: pa.Table) -> memoryview:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION)
+    return memoryview(sink.getvalue())
 
 
 def _to_table(rows: Sequence[Result]) -> pa.Table:
@@ -510,223 +509,3 @@ def _to_table(rows: Sequence[Result]) -> pa.Table:
         return pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
     except UnicodeEncodeError:
         return pa.Table.from_pylist([_clean_row(row) for row in rows], schema=RESULT_SCHEMA)
-
-
-def _compact(
-    out: Path, parts: Sequence[tuple[int, Path]], parts_through: int, *, ordered: bool
-) -> None:
-    """Merge OUTPUT (from an earlier finished run) and the parts into a new OUTPUT.
-
-    Streams record batches. Memory: the repeat finder (2 bytes per row plus an entry per
-    flagged key), one row group being written (64 Ki rows), one part's keys; with
-    ``ordered`` the whole result table is sorted in memory (about OUTPUT's uncompressed size).
-    """
-    directory = parts_dir(out)
-    if parts or ordered or not out.exists():
-        had_output = out.exists()
-        sources: list[Path] = [out] if had_output else []
-        expected = sum(_num_rows(source) for source in [*sources, *(p for _, p in parts)])
-
-        def keys() -> Iterator[int]:
-            if had_output:
-                yield from (entry.key for entry in iter_parquet_entries(out, columns=KEY_COLUMNS))
-            for _, part in parts:
-                entries = read_part_entries(part)
-                if entries is not None:  # resume skipped an unreadable part: its rows were resent
-                    sources.append(part)
-                    yield from (entry.key for entry in entries)
-
-        last = _last_of_repeats(keys(), expected)
-        through = max([parts_through, *(seq for seq, _ in parts)])
-        _write_compacted(out, sources, last, through, ordered=ordered)
-    try:
-        if directory.exists():
-            shutil.rmtree(directory)
-        fsync_dir(out.parent)
-    except OSError as exc:  # harmless: the parts are recorded as merged in OUTPUT's metadata
-        logger.warning("could not remove %s: %s", directory, exc.strerror or exc)
-
-
-def _num_rows(source: Path) -> int:
-    try:
-        with pq.ParquetFile(source) as pf:
-            return int(pf.metadata.num_rows)
-    except (OSError, pa.ArrowException):
-        return 0
-
-
-def _write_compacted(
-    out: Path, sources: list[Path], last: dict[int, int], through: int, *, ordered: bool
-) -> None:
-    schema = RESULT_SCHEMA.with_metadata({PARTS_THROUGH_KEY: str(through).encode()})
-    collected: list[pa.Table] = []
-    with _replacing(out) as sink:
-        writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION)
-        try:
-            groups = _RowGroups(writer)
-            index = 0
-            for source in sources:
-                with pq.ParquetFile(source) as pf:
-                    for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-                        table = _conform(pa.Table.from_batches([batch]))
-                        if last:
-                            ids = table.column("id").to_pylist()
-                            models = table.column("model").to_pylist()
-                            mask = [
-                                _kept(last, key_of(i, m), index + n)
-                                for n, (i, m) in enumerate(zip(ids, models, strict=True))
-                            ]
-                            index += len(mask)
-                            table = table.filter(pa.array(mask, pa.bool_()))
-                        if ordered:
-                            collected.append(table)
-                        else:
-                            groups.add(table)
-            if ordered and collected:
-                groups.add(pa.concat_tables(collected).sort_by(_SORT_KEYS))
-                collected.clear()
-            groups.finish()
-        finally:
-            writer.close()
-
-
-def _conform(table: pa.Table) -> pa.Table:
-    table = table.replace_schema_metadata(None)
-    if table.schema.equals(RESULT_SCHEMA):
-        return table
-    return table.select(list(RESULT_SCHEMA.names)).cast(RESULT_SCHEMA)
-
-
-class _RowGroups:
-    """Feed a ParquetWriter whole row groups, whatever size the incoming tables are."""
-
-    def __init__(self, writer: pq.ParquetWriter) -> None:
-        self._writer = writer
-        self._pending: list[pa.Table] = []
-        self._rows = 0
-
-    def add(self, table: pa.Table) -> None:
-        self._pending.append(table)
-        self._rows += table.num_rows
-        if self._rows < ROW_GROUP_ROWS:
-            return
-        whole = pa.concat_tables(self._pending)
-        full = whole.num_rows - whole.num_rows % ROW_GROUP_ROWS
-        self._writer.write_table(whole.slice(0, full), row_group_size=ROW_GROUP_ROWS)
-        rest = whole.slice(full)
-        self._pending, self._rows = [rest], rest.num_rows
-
-    def finish(self) -> None:
-        if self._rows:
-            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=ROW_GROUP_ROWS)
-        self._pending, self._rows = [], 0
-
-
-# --- shared by both formats ----------------------------------------------------------------
-
-
-def _kept(last: dict[int, int], key: int, index: int) -> bool:
-    at = last.get(key)
-    return at is None or at == index
-
-
-class _SeenFilter:
-    """A Bloom filter over 64-bit keys: 16 bits and 4 probes per key, ~0.25 % false positives."""
-
-    __slots__ = ("_bits", "_size")
-
-    def __init__(self, expected: int) -> None:
-        self._size = max(1024, expected * 16)
-        self._bits = bytearray((self._size + 7) // 8)
-
-    def add(self, key: int) -> bool:
-        """Add ``key``; True when it may have been added before (never False when it was)."""
-        low, high = key & 0xFFFFFFFF, ((key >> 32) & 0xFFFFFFFF) | 1
-        seen = True
-        bits, size = self._bits, self._size
-        for probe in range(4):
-            bit = (low + probe * high) % size
-            mask = 1 << (bit & 7)
-            if not bits[bit >> 3] & mask:
-                bits[bit >> 3] |= mask
-                seen = False
-        return seen
-
-
-def _last_of_repeats(keys: Iterable[int], expected: int) -> dict[int, int]:
-    """Keys that may occur more than once → index of their last occurrence (the one to keep).
-
-    One streaming pass. Every key that does repeat is flagged from its second occurrence on,
-    so its entry is its last index. The filter also flags ~0.25 % of keys that occur once;
-    their entry is their only index, so "keep the row at the entry's index" is right for
-    both. Memory: 2 bytes per row plus a dict entry per flagged key.
-    """
-    seen = _SeenFilter(expected)
-    last: dict[int, int] = {}
-    for index, key in enumerate(keys):
-        if seen.add(key):
-            last[key] = index
-    return last
-
-
-def _any_repeat(keys: Iterable[int], last: dict[int, int]) -> bool:
-    """True when some key really occurs twice (stops at the first one found)."""
-    if not last:
-        return False
-    for index, key in enumerate(keys):
-        at = last.get(key)
-        if at is not None and at != index:
-            return True
-    return False
-
-
-class _FdSink:
-    """A minimal buffered binary file over a raw fd, writing through ``os.write``."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._position = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        chunk = bytes(data)
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        self._position += len(chunk)
-        if self._buffered >= 1 << 20:
-            self.flush()
-        return len(chunk)
-
-    def flush(self) -> None:
-        if self._chunks:
-            data = b"".join(self._chunks)
-            self._chunks, self._buffered = [], 0
-            write_all(self._fd, data)
-
-    def tell(self) -> int:
-        return self._position
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[_FdSink]:
-    """Write a new ``path`` through ``path.tmp``; renamed into place only when complete."""
-    tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            sink = _FdSink(fd)
-            yield sink
-            sink.flush()
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-    fsync_dir(path.parent)

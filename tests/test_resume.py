@@ -99,6 +99,35 @@ def test_parquet_state_reads_output_and_parts_and_drops_half_written_parts(
     assert not (parts / "part-000007.parquet.tmp").exists()
 
 
+def test_parquet_state_reads_live_journals_after_parts_and_drops_stale_ones(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.parquet"
+    writer = open_writer(out, part_rows=2)
+    writer.write([Result(id=str(i), model="m", status="error") for i in (1, 2)])
+    writer.abort()  # part 0: rows 1 and 2, both failed
+    parts = tmp_path / "out.parquet.parts"
+    (parts / "journal-000000.jsonl").write_bytes(line("1"))  # stale: part 0 holds its rows
+    (parts / "journal-000001.jsonl").write_bytes(line("2") + line("3") + line("4")[:-5])
+
+    state = load_resume_state(out)
+    assert (state.rows_found, state.torn) == (4, 1)  # 1, 2 (failed), 2 (fixed), 3
+    assert state.failed == {key_of("1", "m")}  # the journal comes after the part it follows
+    assert not state.is_done("4", "m", retry_failed=False)  # torn: resent
+    assert not (parts / "journal-000000.jsonl").exists()
+
+    writer = open_writer(out, part_rows=2)
+    writer.write([Result(id=str(i), model="m", status="ok") for i in (1, 4)])
+    writer.close()
+    rows = pq.read_table(out).to_pylist()
+    assert sorted((r["id"], r["status"]) for r in rows) == [
+        ("1", "ok"),
+        ("2", "ok"),
+        ("3", "ok"),
+        ("4", "ok"),
+    ]
+
+
 def test_foreign_parquet_output_is_refused_with_a_hint(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     pq.write_table(pa.table({"prompt": ["hi"]}), out)

@@ -159,7 +159,7 @@ from batchrunner.writers import open_writer
 writer = open_writer(sys.argv[1], part_rows=4)
 writer.write([Result(id=str(i), model="m", status="ok", row=i) for i in range(6)])
 writer.checkpoint()
-writer.write([Result(id=str(i), model="m", status="ok", row=i) for i in (6, 7)])
+writer.write([Result(id=str(i), model="m", status="ok", row=i) for i in (6,)])
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -176,14 +176,14 @@ def run_killed(out: Path) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_kill_9_then_resume_ends_with_each_row_exactly_once(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"out.{fmt}"
-    run_killed(out)  # JSONL: rows 0-7 on disk; Parquet: parts of 0-3 and 4-5, 6-7 lost
+    run_killed(out)  # JSONL: rows 0-6 on disk; Parquet: a part of 0-3, a journal of 4-6
     if fmt == "parquet":
         parts = out.with_name(out.name + ".parts")
         (parts / "part-000099.parquet.tmp").write_bytes(b"PAR1 half")
         (parts / "part-000050.parquet").write_bytes(b"not parquet at all")
 
     state = load_resume_state(out)
-    committed = {str(i) for i in range(8 if fmt == "jsonl" else 6)}
+    committed = {str(i) for i in range(7)}  # every row write() returned from
     assert {i for i in map(str, range(10)) if state.is_done(i, "m", retry_failed=False)} == (
         committed
     )
@@ -197,6 +197,145 @@ def test_kill_9_then_resume_ends_with_each_row_exactly_once(tmp_path: Path, fmt:
     writer.close()
     assert sorted(ids(out), key=int) == [str(i) for i in range(10)]
     assert not out.with_name(out.name + ".parts").exists()
+
+
+ENDLESS_RUN = """
+import os, sys
+from batchrunner.schema import Result
+from batchrunner.writers import open_writer
+
+writer = open_writer(sys.argv[1], part_rows=7)  # parts and journals alternate; no checkpoint
+for n in range(1_000_000):
+    rows = [Result(id=str(3 * n + k), model=m, status="ok") for k in range(3) for m in "ab"]
+    writer.write(rows)
+    os.write(1, b"%d\\n" % n)  # reported only once write() has returned
+"""
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_kill_9_at_any_moment_loses_no_row_that_write_returned_from(
+    tmp_path: Path, fmt: str
+) -> None:
+    out = tmp_path / f"out.{fmt}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", ENDLESS_RUN, str(out)], env=env, stdout=subprocess.PIPE
+    )
+    assert child.stdout is not None
+    try:
+        reports = [child.stdout.readline() for _ in range(60)]
+        assert all(reports), "the writing child died on its own"
+        os.kill(child.pid, signal.SIGKILL)  # mid-stream: a write, a commit or a rename
+        reports += child.stdout.read().split()  # reported before the kill, not read yet
+    finally:
+        child.kill()
+        child.stdout.close()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    returned = int(reports[-1])  # batches 0..returned are in the OS for sure
+
+    state = load_resume_state(out)
+    written = {(str(i), m) for i in range(3 * (returned + 1)) for m in "ab"}
+    assert all(state.is_done(i, m, retry_failed=False) for i, m in written)
+    assert state.rows_found <= len(written) + 6  # at most the batch in flight besides
+
+    writer = open_writer(out, part_rows=7)
+    wanted = {(str(i), m) for i in range(3 * (returned + 10)) for m in "ab"}
+    writer.write(
+        [result(i, m) for i, m in sorted(wanted) if not state.is_done(i, m, retry_failed=False)]
+    )
+    writer.close()
+    keys = [(str(r["id"]), str(r["model"])) for r in read_rows(out)]
+    assert sorted(keys) == sorted(wanted)  # each (id, model) exactly once
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"out.{fmt}"]
+
+
+def test_parquet_journal_with_a_torn_last_line_keeps_every_whole_row(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    journal = tmp_path / "out.parquet.parts" / "journal-000000.jsonl"
+    writer = open_writer(out, part_rows=100)
+    writer.write([full_result(), result("2", status="error")])
+    saved = journal.read_bytes()
+    writer.abort()
+    # As a SIGKILL mid-write would leave it: no part yet, the journal cut inside a line.
+    (tmp_path / "out.parquet.parts" / "part-000000.parquet").unlink()
+    journal.write_bytes(saved + b'{"id":"3","model":"m","sta')
+
+    state = load_resume_state(out)
+    assert (state.rows_found, state.torn) == (2, 1)
+    assert state.is_done("q-1", "google/gemini-2.5-flash", retry_failed=True)
+    assert not state.is_done("2", "m", retry_failed=True)
+    assert not state.is_done("3", "m", retry_failed=False)
+
+    writer = open_writer(out, part_rows=100)  # the journal becomes part 0
+    assert sorted(p.name for p in journal.parent.iterdir()) == ["part-000000.parquet"]
+    writer.write([result("2"), result("3")])
+    writer.close()
+    rows = {str(r["id"]): r for r in read_rows(out)}
+    assert rows["q-1"] == full_result().to_dict()  # every column survives the JSON round trip
+    assert sorted((i, r["status"]) for i, r in rows.items()) == [
+        ("2", "ok"),
+        ("3", "ok"),
+        ("q-1", "ok"),
+    ]
+
+
+def test_parquet_journal_left_beside_its_committed_part_is_not_counted_twice(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.parquet"
+    parts = tmp_path / "out.parquet.parts"
+    writer = open_writer(out, part_rows=3)
+    writer.write([result("0"), result("1")])
+    saved = (parts / "journal-000000.jsonl").read_bytes()
+    writer.write([result("2")])  # fills part 0, which replaces the journal
+    writer.abort()
+    # Killed after the part was renamed in, before the journal was removed:
+    (parts / "journal-000000.jsonl").write_bytes(saved)
+
+    state = load_resume_state(out)
+    assert (state.rows_found, state.torn) == (3, 0)
+    assert not (parts / "journal-000000.jsonl").exists()
+    writer = open_writer(out, part_rows=3)
+    writer.write([result("3")])
+    writer.close()
+    assert sorted(ids(out), key=int) == ["0", "1", "2", "3"]
+
+
+def test_parquet_journal_left_by_a_killed_compaction_is_not_counted_twice(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.parquet"
+    parts = tmp_path / "out.parquet.parts"
+    writer = open_writer(out, part_rows=3)
+    writer.write([result("0"), result("1"), result("2"), result("3")])
+    writer.checkpoint()
+    saved = {p.name: p.read_bytes() for p in parts.iterdir()}
+    assert sorted(saved) == ["journal-000001.jsonl", "part-000000.parquet"]
+    writer.close()  # row 3 goes from memory into OUTPUT, which records part 1 as merged
+    # Killed after the compacted file was renamed in, before the parts were removed:
+    parts.mkdir()
+    for name, data in saved.items():
+        (parts / name).write_bytes(data)
+
+    assert load_resume_state(out).rows_found == 4
+    writer = open_writer(out, part_rows=3)
+    writer.write([result("4")])
+    writer.close()
+    assert sorted(ids(out), key=int) == ["0", "1", "2", "3", "4"]
+
+
+def test_parquet_checkpoint_syncs_the_journal_without_committing_a_part(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    writer = open_writer(out, part_rows=1_000)
+    for i in range(5):
+        writer.write([result(str(i))])
+        writer.checkpoint()
+    names = [p.name for p in (tmp_path / "out.parquet.parts").iterdir()]
+    assert names == ["journal-000000.jsonl"]
+    assert load_resume_state(out).rows_found == 5
+    writer.close()
+    assert ids(out) == ["0", "1", "2", "3", "4"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -264,7 +403,12 @@ def test_parquet_close_compacts_parts_into_one_file_and_removes_parts(tmp_path: 
     writer = open_writer(out, part_rows=10)
     writer.write([result(str(i)) for i in range(35)])
     writer.checkpoint()
-    assert len(list((tmp_path / "out.parquet.parts").iterdir())) == 4
+    assert sorted(p.name for p in (tmp_path / "out.parquet.parts").iterdir()) == [
+        "journal-000003.jsonl",  # rows 30-34, waiting for a part of their own
+        "part-000000.parquet",
+        "part-000001.parquet",
+        "part-000002.parquet",
+    ]
     writer.close()
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet"]
@@ -426,6 +570,28 @@ def test_disk_full_during_parquet_commit_leaves_no_half_part_and_resumes(
     writer.write([result("3"), result("4")])
     writer.close()
     assert ids(out) == ["1", "2", "3", "4"]
+
+
+def test_disk_full_during_parquet_journal_write_keeps_earlier_rows_resumable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out.parquet"
+    journal = tmp_path / "out.parquet.parts" / "journal-000000.jsonl"
+    writer = open_writer(out, part_rows=100)
+    writer.write([result("1"), result("2")])
+    with monkeypatch.context() as patch:
+        fill_disk_after(patch, 30)  # half a line fits, then the disk is full
+        with pytest.raises(OutputError, match=f"cannot write {journal}: No space left"):
+            writer.write([result("3")])
+        writer.abort()  # cannot commit a part either; the journal keeps rows 1 and 2
+
+    assert journal.read_bytes().endswith(b"\n")  # the half line was cut back off
+    state = load_resume_state(out)
+    assert (state.rows_found, state.torn) == (2, 0)
+    writer = open_writer(out)
+    writer.write([result("3")])
+    writer.close()
+    assert ids(out) == ["1", "2", "3"]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

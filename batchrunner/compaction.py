@@ -1,0 +1,457 @@
+"""Finishing OUTPUT: one row per (id, model), the last result winning, in a single ordinary file.
+
+JSONL is rewritten only when it holds a key twice, a torn line, or must be sorted; Parquet's
+earlier OUTPUT, parts and last buffered rows are streamed into a new OUTPUT. Both find repeats
+with a Bloom filter in one pass, so memory stays at a few bytes per row. Journals (the Parquet
+writer's JSONL write-ahead of a part) are decoded here into a part's table.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TypeAlias
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchrunner.resume import (
+    BATCH_ROWS,
+    KEY_COLUMNS,
+    PARTS_THROUGH_KEY,
+    Entry,
+    fsync_dir,
+    iter_parquet_entries,
+    key_of,
+    parse_line,
+    parts_dir,
+    read_part_entries,
+    remove_quietly,
+    temp_path,
+    write_all,
+)
+from batchrunner.schema import RESULT_SCHEMA
+
+__all__ = ["COMPRESSION", "ROW_GROUP_ROWS", "compact_parquet", "finish_jsonl", "read_journal"]
+
+logger = logging.getLogger(__name__)
+
+ROW_GROUP_ROWS = 65_536
+COMPRESSION = "zstd"
+_SORT_KEYS = [("row", "ascending"), ("model", "ascending")]  # rows without a position last
+_TIMESTAMP_FIELDS = tuple(f.name for f in RESULT_SCHEMA if pa.types.is_timestamp(f.type))
+
+# A source of rows for the compacted file: a Parquet file, or rows still in memory.
+Source: TypeAlias = Path | pa.Table
+
+
+# --- journals ------------------------------------------------------------------------------
+
+
+def read_journal(path: Path) -> tuple[pa.Table, int]:
+    """A journal's complete rows as a table in ``RESULT_SCHEMA``, and how many lines were torn.
+
+    Holds the journal in memory: at most one part's rows. JSON has no NaN or infinity, so a
+    float column that held one comes back null, as it does in JSONL output.
+    """
+    rows: list[dict[str, object]] = []
+    torn = 0
+    with path.open("rb") as f:
+        for line in f:
+            row = _journal_row(line)
+            if row is None:
+                torn += 1
+            else:
+                rows.append(row)
+    try:
+        return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), torn
+    except (pa.ArrowException, ValueError, TypeError):
+        pass
+    # Some line does not fit the schema (never written by this version): keep the others.
+    tables: list[pa.Table] = []
+    for row in rows:
+        try:
+            tables.append(pa.Table.from_pylist([row], schema=RESULT_SCHEMA))
+        except (pa.ArrowException, ValueError, TypeError):
+            torn += 1
+    return (pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()), torn
+
+
+def _journal_row(line: bytes) -> dict[str, object] | None:
+    if parse_line(line) is None:  # torn, or not a result row
+        return None
+    row: dict[str, object] = orjson.loads(line)
+    for name in _TIMESTAMP_FIELDS:
+        value = row.get(name)
+        if isinstance(value, str):
+            try:
+                row[name] = datetime.fromisoformat(value)
+            except ValueError:
+                row[name] = None
+    return row
+
+
+# --- JSONL ---------------------------------------------------------------------------------
+
+
+def _sort_key(entry: Entry) -> tuple[bool, int, str]:
+    return (entry.row is None, entry.row or 0, entry.model)
+
+
+def finish_jsonl(path: Path, *, ordered: bool) -> None:
+    """Rewrite OUTPUT only if it holds a key twice, an unreadable line, or is out of order."""
+    torn = 0
+    in_order = True
+
+    def first_pass() -> Iterator[int]:
+        nonlocal torn, in_order
+        previous: tuple[bool, int, str] | None = None
+        for entry in _jsonl_entries(path):
+            if entry is None:
+                torn += 1
+                continue
+            if ordered and in_order:
+                current = _sort_key(entry)
+                in_order = previous is None or previous <= current
+                previous = current
+            yield entry.key
+
+    def keys() -> Iterator[int]:
+        return (entry.key for entry in _jsonl_entries(path) if entry is not None)
+
+    last = _last_of_repeats(first_pass(), _count_lines(path))
+    reordered = ordered and not in_order
+    if not torn and not reordered and not _any_repeat(keys(), last):
+        return
+    logger.info(
+        "rewriting %s: dropping superseded rows and %d unreadable lines%s",
+        path,
+        torn,
+        ", sorting by row" if ordered else "",
+    )
+    if ordered:
+        _rewrite_jsonl_sorted(path, last)
+        return
+    with path.open("rb") as source, _replacing(path) as out:
+        index = 0
+        for line in source:
+            entry = parse_line(line)
+            if entry is None:
+                continue
+            if _kept(last, entry.key, index):
+                out.write(line)
+            index += 1
+
+
+def _rewrite_jsonl_sorted(path: Path, last: dict[int, int]) -> None:
+    """Sort by (row, model) holding ~50 bytes per row (row, model, offset, length) in Arrow."""
+    chunks: list[pa.RecordBatch] = []
+    rows: list[int | None] = []
+    models: list[str] = []
+    offsets: list[int] = []
+    lengths: list[int] = []
+
+    def seal() -> None:
+        chunks.append(
+            pa.record_batch(
+                [
+                    pa.array(rows, pa.int64()),
+                    pa.array(models, pa.string()),
+                    pa.array(offsets, pa.int64()),
+                    pa.array(lengths, pa.int64()),
+                ],
+                names=["row", "model", "offset", "length"],
+            )
+        )
+        for column in (rows, models, offsets, lengths):
+            column.clear()
+
+    with path.open("rb") as source:
+        offset = index = 0
+        for line in source:
+            entry = parse_line(line)
+            if entry is not None:
+                if _kept(last, entry.key, index):
+                    rows.append(entry.row)
+                    models.append(entry.model)
+                    offsets.append(offset)
+                    lengths.append(len(line))
+                    if len(rows) >= BATCH_ROWS:
+                        seal()
+                index += 1
+            offset += len(line)
+        seal()
+        order = pa.Table.from_batches(chunks).sort_by(_SORT_KEYS).select(["offset", "length"])
+        chunks.clear()
+        with _replacing(path) as out:
+            fd = source.fileno()
+            for batch in order.to_batches(BATCH_ROWS):
+                for at, length in zip(
+                    batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
+                ):
+                    out.write(os.pread(fd, length, at))
+
+
+def _jsonl_entries(path: Path) -> Iterator[Entry | None]:
+    with path.open("rb") as f:
+        for line in f:
+            yield parse_line(line)
+
+
+def _count_lines(path: Path) -> int:
+    count = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+# --- Parquet ---------------------------------------------------------------------------------
+
+
+def compact_parquet(
+    out: Path,
+    parts: Sequence[tuple[int, Path]],
+    parts_through: int,
+    *,
+    pending: tuple[int, pa.Table] | None = None,
+    ordered: bool,
+) -> None:
+    """Merge OUTPUT (from an earlier finished run), the parts and ``pending`` into a new OUTPUT.
+
+    ``pending`` is the writer's last rows, not yet a part, with the number of the journal
+    that holds them: OUTPUT records that number as merged, so the journal is stale from the
+    rename on. Streams record batches. Memory: the repeat finder (2 bytes per row plus an
+    entry per flagged key), one row group being written (64 Ki rows), one part's keys; with
+    ``ordered`` the whole result table is sorted in memory (about OUTPUT's uncompressed size).
+    """
+    directory = parts_dir(out)
+    if parts or pending is not None or ordered or not out.exists():
+        had_output = out.exists()
+        sources: list[Source] = [out] if had_output else []
+        expected = sum(_num_rows(source) for source in [*sources, *(p for _, p in parts)])
+        if pending is not None:
+            expected += pending[1].num_rows
+
+        def keys() -> Iterator[int]:
+            if had_output:
+                yield from (entry.key for entry in iter_parquet_entries(out, columns=KEY_COLUMNS))
+            for _, part in parts:
+                entries = read_part_entries(part)
+                if entries is not None:  # resume skipped an unreadable part: its rows were resent
+                    sources.append(part)
+                    yield from (entry.key for entry in entries)
+            if pending is not None:
+                sources.append(pending[1])
+                yield from _table_keys(pending[1])
+
+        last = _last_of_repeats(keys(), expected)
+        seqs = [seq for seq, _ in parts] + ([pending[0]] if pending is not None else [])
+        _write_compacted(out, sources, last, max([parts_through, *seqs]), ordered=ordered)
+    try:
+        if directory.exists():
+            shutil.rmtree(directory)
+        fsync_dir(out.parent)
+    except OSError as exc:  # harmless: the parts are recorded as merged in OUTPUT's metadata
+        logger.warning("could not remove %s: %s", directory, exc.strerror or exc)
+
+
+def _num_rows(source: Path) -> int:
+    try:
+        with pq.ParquetFile(source) as pf:
+            return int(pf.metadata.num_rows)
+    except (OSError, pa.ArrowException):
+        return 0
+
+
+def _table_keys(table: pa.Table) -> Iterator[int]:
+    ids = table.column("id").to_pylist()
+    models = table.column("model").to_pylist()
+    return (key_of(i, m) for i, m in zip(ids, models, strict=True))
+
+
+def _batches(source: Source) -> Iterator[pa.RecordBatch]:
+    if isinstance(source, pa.Table):
+        yield from source.to_batches(BATCH_ROWS)
+        return
+    with pq.ParquetFile(source) as pf:
+        yield from pf.iter_batches(batch_size=BATCH_ROWS)
+
+
+def _write_compacted(
+    out: Path, sources: list[Source], last: dict[int, int], through: int, *, ordered: bool
+) -> None:
+    schema = RESULT_SCHEMA.with_metadata({PARTS_THROUGH_KEY: str(through).encode()})
+    collected: list[pa.Table] = []
+    with _replacing(out) as sink:
+        writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION)
+        try:
+            groups = _RowGroups(writer)
+            index = 0
+            for source in sources:
+                for batch in _batches(source):
+                    table = _conform(pa.Table.from_batches([batch]))
+                    if last:
+                        mask = [
+                            _kept(last, key, index + n) for n, key in enumerate(_table_keys(table))
+                        ]
+                        index += len(mask)
+                        table = table.filter(pa.array(mask, pa.bool_()))
+                    if ordered:
+                        collected.append(table)
+                    else:
+                        groups.add(table)
+            if ordered and collected:
+                groups.add(pa.concat_tables(collected).sort_by(_SORT_KEYS))
+                collected.clear()
+            groups.finish()
+        finally:
+            writer.close()
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    table = table.replace_schema_metadata(None)
+    if table.schema.equals(RESULT_SCHEMA):
+        return table
+    return table.select(list(RESULT_SCHEMA.names)).cast(RESULT_SCHEMA)
+
+
+class _RowGroups:
+    """Feed a ParquetWriter whole row groups, whatever size the incoming tables are."""
+
+    def __init__(self, writer: pq.ParquetWriter) -> None:
+        self._writer = writer
+        self._pending: list[pa.Table] = []
+        self._rows = 0
+
+    def add(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._rows += table.num_rows
+        if self._rows < ROW_GROUP_ROWS:
+            return
+        whole = pa.concat_tables(self._pending)
+        full = whole.num_rows - whole.num_rows % ROW_GROUP_ROWS
+        self._writer.write_table(whole.slice(0, full), row_group_size=ROW_GROUP_ROWS)
+        rest = whole.slice(full)
+        self._pending, self._rows = [rest], rest.num_rows
+
+    def finish(self) -> None:
+        if self._rows:
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=ROW_GROUP_ROWS)
+        self._pending, self._rows = [], 0
+
+
+# --- shared by both formats ----------------------------------------------------------------
+
+
+def _kept(last: dict[int, int], key: int, index: int) -> bool:
+    at = last.get(key)
+    return at is None or at == index
+
+
+class _SeenFilter:
+    """A Bloom filter over 64-bit keys: 16 bits and 4 probes per key, ~0.25 % false positives."""
+
+    __slots__ = ("_bits", "_size")
+
+    def __init__(self, expected: int) -> None:
+        self._size = max(1024, expected * 16)
+        self._bits = bytearray((self._size + 7) // 8)
+
+    def add(self, key: int) -> bool:
+        """Add ``key``; True when it may have been added before (never False when it was)."""
+        low, high = key & 0xFFFFFFFF, ((key >> 32) & 0xFFFFFFFF) | 1
+        seen = True
+        bits, size = self._bits, self._size
+        for probe in range(4):
+            bit = (low + probe * high) % size
+            mask = 1 << (bit & 7)
+            if not bits[bit >> 3] & mask:
+                bits[bit >> 3] |= mask
+                seen = False
+        return seen
+
+
+def _last_of_repeats(keys: Iterable[int], expected: int) -> dict[int, int]:
+    """Keys that may occur more than once → index of their last occurrence (the one to keep).
+
+    One streaming pass. Every key that does repeat is flagged from its second occurrence on,
+    so its entry is its last index. The filter also flags ~0.25 % of keys that occur once;
+    their entry is their only index, so "keep the row at the entry's index" is right for
+    both. Memory: 2 bytes per row plus a dict entry per flagged key.
+    """
+    seen = _SeenFilter(expected)
+    last: dict[int, int] = {}
+    for index, key in enumerate(keys):
+        if seen.add(key):
+            last[key] = index
+    return last
+
+
+def _any_repeat(keys: Iterable[int], last: dict[int, int]) -> bool:
+    """True when some key really occurs twice (stops at the first one found)."""
+    if not last:
+        return False
+    for index, key in enumerate(keys):
+        at = last.get(key)
+        if at is not None and at != index:
+            return True
+    return False
+
+
+class _FdSink:
+    """A minimal buffered binary file over a raw fd, writing through ``os.write``."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._position = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        chunk = bytes(data)
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        self._position += len(chunk)
+        if self._buffered >= 1 << 20:
+            self.flush()
+        return len(chunk)
+
+    def flush(self) -> None:
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks, self._buffered = [], 0
+            write_all(self._fd, data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[_FdSink]:
+    """Write a new ``path`` through ``path.tmp``; renamed into place only when complete."""
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            sink = _FdSink(fd)
+            yield sink
+            sink.flush()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    fsync_dir(path.parent)
