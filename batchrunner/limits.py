@@ -2,10 +2,11 @@
 
 Every request asks a :class:`Limiter` for a :class:`Permit` before it is sent and hands it
 back with an :class:`Outcome`. :class:`LocalLimiter` enforces RPM/TPM limits as GCRA
-buckets holding about a second's worth of burst, bounds requests in flight with an AIMD
-window that finds an unknown quota from 429s, and pauses a model briefly after a 429 so
-that waiting workers do not all retry into the same wall. It computes when capacity frees
-up and sleeps exactly that long; it never polls.
+buckets holding about a second's worth of burst, learns a request rate from quota 429s
+(an AIMD rate, paced so requests are spread evenly, below any configured RPM), bounds
+requests in flight with an AIMD window that backs off from shared-capacity 429s, and
+pauses a model after such a 429 so that waiting workers do not all retry into the same
+wall. It computes when capacity frees up and sleeps exactly that long; it never polls.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ logger = logging.getLogger(__name__)
 
 _OUTCOME_KINDS = frozenset({"ok", "throttled", "error", "cancelled"})
 _EPSILON = 1e-9
+# The admitted rate a learned rate starts from is measured over this last stretch of time,
+# in slots of a tenth of it.
+_METER_S = 1.0
+_METER_SLOTS = 10
+_METER_MIN_SENT = 8
+# The pacer of a learned rate lets an admission that came this share of an interval late
+# keep its place in the schedule, so that timer lateness does not erode the rate.
+_PACE_SLACK = 0.25
+# The probing increase stops doubling after this many doublings.
+_MAX_PROBE_DOUBLINGS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +65,9 @@ class Outcome:
     ``kind`` is ``ok``, ``throttled`` (a 429), ``error`` (any other failure) or
     ``cancelled`` (a request abandoned by the caller, counted neither as success nor as
     failure). Real token usage, when known, replaces the estimate in the token buckets.
+    ``reason`` says why a 429 came, as the error classifier reads it: ``"quota"`` (a hard
+    per-model quota), ``"dsq"`` (the shared pool is busy), ``"provisioned_throughput"``, or
+    ``None`` when the server did not say.
     """
 
     kind: str
@@ -61,6 +75,7 @@ class Outcome:
     output_tokens: int | None = None
     latency_s: float | None = None
     retry_after: float | None = None
+    reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _OUTCOME_KINDS:
@@ -76,8 +91,20 @@ class LimitConfig:
     one per window of successes after that. ``decrease_factor`` scales the window on a 429,
     at most once per round trip. ``latency_tolerance`` is how many times its baseline the
     smoothed latency may reach before the window is gently shrunk (``None`` turns that off).
-    After a 429 without ``retry_after`` the model pauses for a jittered
-    ``pause_base_s * 2**(n-1)`` (n = consecutive throttled rounds), at most ``pause_cap_s``.
+    After a shared-pool 429 (``reason="dsq"``) without ``retry_after`` the model pauses for
+    a jittered ``pause_base_s * 2**(n-1)`` (n = consecutive throttled rounds), at most
+    ``pause_cap_s``.
+
+    Every other 429 is taken for a rate quota (when ``adaptive``): the model gets a learned
+    rate, which starts one cut below the rate the server admitted over the last second, is
+    cut by ``rate_decrease_factor`` on a 429 (at most once per round: requests sent after
+    the previous cut), and grows by ``rate_increase`` times the rate after the last cut per
+    second of successes sent at that pace. Once ``rate_probe_s`` pass without a 429 it
+    probes: it grows by ``rate_increase`` times itself per second, twice that after another
+    ``rate_probe_s``, and so on, so that a quota that has risen, or a burst of 429s that
+    has passed, is soon made up for. Requests are paced evenly at the learned rate, which
+    never exceeds ``rpm`` nor falls below ``min_rpm``. Such a 429 pauses the model only
+    when it came with ``retry_after``: the slower rate is the back-off.
     """
 
     rpm: float | None = None
@@ -94,6 +121,10 @@ class LimitConfig:
     pause_base_s: float = 1.0
     pause_cap_s: float = 30.0
     retry_after_cap_s: float = 900.0
+    rate_decrease_factor: float = 0.9
+    rate_increase: float = 0.02
+    rate_probe_s: float = 5.0
+    min_rpm: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm", "input_tpm", "output_tpm"):
@@ -112,6 +143,12 @@ class LimitConfig:
             raise ValueError("burst_s must be positive and pause times non-negative")
         if self.latency_tolerance is not None and self.latency_tolerance <= 1:
             raise ValueError("latency_tolerance must be above 1")
+        if not 0 < self.rate_decrease_factor < 1:
+            raise ValueError("rate_decrease_factor must lie in (0, 1)")
+        if not (self.rate_increase > 0 and self.rate_probe_s > 0 and self.min_rpm > 0):
+            raise ValueError("rate_increase, rate_probe_s and min_rpm must be positive")
+        if self.rpm is not None and self.min_rpm > self.rpm:
+            raise ValueError("min_rpm must not exceed rpm")
 
     @property
     def start_concurrency(self) -> int:
@@ -126,7 +163,17 @@ class LimitConfig:
 class Permit:
     """Leave to send one request; give it back with :meth:`Limiter.release` exactly once."""
 
-    __slots__ = ("_epoch", "_owner", "_released", "_serial", "acquired_at", "estimate", "model")
+    __slots__ = (
+        "_epoch",
+        "_owner",
+        "_paced",
+        "_rate_epoch",
+        "_released",
+        "_serial",
+        "acquired_at",
+        "estimate",
+        "model",
+    )
 
     def __init__(
         self,
@@ -136,6 +183,8 @@ class Permit:
         acquired_at: float,
         epoch: int,
         serial: int,
+        rate_epoch: int = 0,
+        paced: bool = False,
     ) -> None:
         self._owner = owner
         self.model = model
@@ -143,6 +192,8 @@ class Permit:
         self.acquired_at = acquired_at
         self._epoch = epoch  # which decrease of the window this request was sent after
         self._serial = serial  # its place in the model's sequence of admissions
+        self._rate_epoch = rate_epoch  # which cut of the learned rate it was sent after
+        self._paced = paced  # sent at about the learned rate, so that rate was in use
         self._released = False
 
     def __repr__(self) -> str:
@@ -167,6 +218,7 @@ class ModelStatistics:
 
     ``rate_used`` maps each configured limit (``rpm``, ``tpm``, ``input_tpm``,
     ``output_tpm``) to the share of its burst currently spent (above 1 when in debt).
+    ``learned_rpm`` is the request rate learned from quota 429s, per minute.
     """
 
     in_flight: int
@@ -179,6 +231,7 @@ class ModelStatistics:
     cancelled: int
     paused_until: float | None
     rate_used: Mapping[str, float]
+    learned_rpm: float | None = None  # the rate learned from quota 429s, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +269,83 @@ class _Bucket:
         return max(0.0, self.tat - now) / (self.capacity * self.interval)
 
 
+class _Meter:
+    """Requests sent and refused (by send time) per slot of the last ``_METER_S`` seconds."""
+
+    __slots__ = ("refused", "sent", "slots")
+
+    def __init__(self) -> None:
+        self.slots = [-1 << 62] * _METER_SLOTS  # which slot of time each entry counts
+        self.sent = [0] * _METER_SLOTS
+        self.refused = [0] * _METER_SLOTS
+
+    @staticmethod
+    def _slot(t: float) -> int:
+        return math.floor(t * _METER_SLOTS / _METER_S)
+
+    def _index(self, t: float) -> int | None:
+        slot = self._slot(t)
+        i = slot % _METER_SLOTS
+        if self.slots[i] != slot:
+            if self.slots[i] > slot:
+                return None  # older than the window
+            self.slots[i] = slot
+            self.sent[i] = self.refused[i] = 0
+        return i
+
+    def add_sent(self, t: float) -> None:
+        i = self._index(t)
+        if i is not None:
+            self.sent[i] += 1
+
+    def add_refused(self, t: float) -> None:
+        i = self._index(t)
+        if i is not None:
+            self.refused[i] += 1
+
+    def admitted_rate(self, now: float) -> float:
+        """Requests per second the server let through over the window ending now.
+
+        Requests still in flight count as let through. With fewer than
+        ``_METER_MIN_SENT`` requests in the window that says too little, and the rate they
+        were sent at stands in for it, so that one lone 429 cannot drive the rate to nothing.
+        Empty slots count: nothing was sent then.
+        """
+        slot = self._slot(now)
+        sent = refused = 0
+        for s, n_sent, n_refused in zip(self.slots, self.sent, self.refused, strict=True):
+            if slot - _METER_SLOTS < s <= slot:
+                sent += n_sent
+                refused += n_refused
+        width = _METER_S / _METER_SLOTS
+        span = (_METER_SLOTS - 1) * width + max(width * 1e-3, now - slot * width)
+        admitted = sent if sent < _METER_MIN_SENT else sent - refused
+        return max(0, admitted) / span
+
+
+class _Pace:
+    """A learned request rate, enforced as a GCRA with no burst: one request per interval."""
+
+    __slots__ = ("base", "epoch", "per_s", "since", "tat")
+
+    def __init__(self, per_s: float, now: float) -> None:
+        self.per_s = per_s
+        self.base = per_s  # the rate right after the last cut
+        self.since = now  # when that cut was made
+        self.epoch = 1  # requests sent before the rate existed carry epoch 0
+        self.tat = now + 1.0 / per_s  # the server just refused one: give it an interval
+
+    def ready_at(self, now: float) -> float:
+        return max(now, self.tat)
+
+    def in_use(self, now: float) -> bool:
+        """Whether a request sent now follows the previous one by at most 1.5 intervals."""
+        return now <= self.tat + 0.5 / self.per_s
+
+    def charge(self, now: float) -> None:
+        self.tat = max(self.tat, now - _PACE_SLACK / self.per_s) + 1.0 / self.per_s
+
+
 def _weights(name: str, estimate: TokenEstimate) -> float:
     if name == "rpm":
         return 1.0
@@ -250,6 +380,8 @@ class _Model:
     latency_samples: int = 0
     admitted: int = 0
     busy_serial: int = 0  # the last admission that found the window at least half used
+    meter: _Meter = field(default_factory=_Meter)
+    pace: _Pace | None = None  # the learned rate, once a quota 429 has been seen
     ok: int = 0
     throttled: int = 0
     errors: int = 0
@@ -335,10 +467,14 @@ class LocalLimiter:
         self._reconcile(state, permit, outcome)
         if outcome.kind == "ok":
             state.ok += 1
-            self._on_ok(state, permit, outcome)
+            self._on_ok(state, permit, outcome, now)
         elif outcome.kind == "throttled":
             state.throttled += 1
-            self._on_throttled(state, permit, outcome, now)
+            state.meter.add_refused(permit.acquired_at)
+            if state.config.adaptive and outcome.reason != "dsq":
+                self._on_quota(state, permit, outcome, now)
+            else:
+                self._on_throttled(state, permit, outcome, now)
         elif outcome.kind == "error":
             state.errors += 1
         else:
@@ -362,6 +498,7 @@ class LocalLimiter:
                     cancelled=state.cancelled,
                     paused_until=state.paused_until if state.paused_until > now else None,
                     rate_used={b.name: b.used(now) for b in state.buckets},
+                    learned_rpm=None if state.pace is None else state.pace.per_s * 60.0,
                 )
                 for name, state in self._models.items()
             }
@@ -385,6 +522,8 @@ class LocalLimiter:
         if state.in_flight >= state.limit:
             return math.inf
         ready = state.paused_until
+        if state.pace is not None:
+            ready = max(ready, state.pace.ready_at(now))
         for bucket in state.buckets:
             ready = max(ready, bucket.ready_at(_weights(bucket.name, estimate), now))
         return None if ready <= now + _EPSILON else ready - now
@@ -393,11 +532,26 @@ class LocalLimiter:
         now = self._clock()
         for bucket in state.buckets:
             bucket.charge(_weights(bucket.name, estimate), now)
+        pace = state.pace
+        paced = False
+        if pace is not None:
+            paced = pace.in_use(now)
+            pace.charge(now)
+        state.meter.add_sent(now)
         state.in_flight += 1
         state.admitted += 1
         if state.in_flight * 2 >= state.limit:
             state.busy_serial = state.admitted
-        return Permit(self, model, estimate, now, state.epoch, state.admitted)
+        return Permit(
+            self,
+            model,
+            estimate,
+            now,
+            state.epoch,
+            state.admitted,
+            rate_epoch=0 if pace is None else pace.epoch,
+            paced=paced,
+        )
 
     @staticmethod
     def _promote(state: _Model) -> None:
@@ -427,11 +581,21 @@ class LocalLimiter:
             elif bucket.name == "output_tpm":
                 bucket.adjust(delta_out)
 
-    def _on_ok(self, state: _Model, permit: Permit, outcome: Outcome) -> None:
+    def _on_ok(self, state: _Model, permit: Permit, outcome: Outcome, now: float) -> None:
         config = state.config
         state.throttled_rounds = 0
         if not config.adaptive:
             return
+        pace = state.pace
+        if pace is not None and permit._paced and permit._rate_epoch == pace.epoch:
+            # ``rate_increase * base`` per second of successes at the learned pace (one step
+            # per success, so that light load cannot inflate the rate) for ``rate_probe_s``
+            # after a cut; then, with no 429 since, a probe: the rate itself times
+            # ``rate_increase`` per second, doubled for every further ``rate_probe_s``.
+            probes = min(_MAX_PROBE_DOUBLINGS, int((now - pace.since) / config.rate_probe_s))
+            scale = pace.base if probes == 0 else pace.per_s * 2.0**probes
+            step = config.rate_increase * scale / pace.per_s
+            pace.per_s = min(self._ceiling(config), pace.per_s + step)
         if outcome.latency_s is not None and self._latency_rose(state, outcome.latency_s):
             if permit._epoch == state.epoch:
                 self._decrease(state, 0.9, "latency rose")
@@ -465,6 +629,37 @@ class LocalLimiter:
         if now + pause > state.paused_until:
             state.paused_until = now + pause
             logger.debug("model %s paused for %.2fs after a 429", permit.model, pause)
+
+    def _on_quota(self, state: _Model, permit: Permit, outcome: Outcome, now: float) -> None:
+        """A 429 taken for a rate quota: cut the learned rate, pause only if told to."""
+        config = state.config
+        state.slow_start = False
+        pace = state.pace
+        if pace is None:
+            # Start from what the server let through lately: while it refuses requests,
+            # that is about its quota (plus the burst it held, hence the cut).
+            admitted = max(state.meter.admitted_rate(now), config.min_rpm / 60.0)
+            start = config.rate_decrease_factor * min(self._ceiling(config), admitted)
+            state.pace = _Pace(max(start, config.min_rpm / 60.0), now)
+            logger.debug("model %s: learned rate %.1f/min", permit.model, start * 60.0)
+        elif permit._rate_epoch == pace.epoch:
+            # Later 429s of requests sent before this cut belong to the same overshoot.
+            pace.per_s = max(config.min_rpm / 60.0, pace.per_s * config.rate_decrease_factor)
+            pace.base = pace.per_s
+            pace.since = now
+            pace.epoch += 1
+            pace.tat = max(pace.tat, now + 1.0 / pace.per_s)
+            logger.debug("model %s: learned rate %.1f/min", permit.model, pace.per_s * 60.0)
+        if outcome.retry_after is not None:
+            pause = min(max(0.0, outcome.retry_after), config.retry_after_cap_s)
+            if now + pause > state.paused_until:
+                state.paused_until = now + pause
+                logger.debug("model %s paused for %.2fs after a 429", permit.model, pause)
+
+    @staticmethod
+    def _ceiling(config: LimitConfig) -> float:
+        """The highest rate a learned rate may reach, per second."""
+        return math.inf if config.rpm is None else config.rpm / 60.0
 
     @staticmethod
     def _decrease(state: _Model, factor: float, why: str) -> None:

@@ -92,7 +92,9 @@ class Sender:
             except RequestError as exc:
                 last_status = exc.status
                 kind = "throttled" if exc.status == 429 else "error"
-                limiter.release(permit, Outcome(kind, retry_after=exc.retry_after))
+                limiter.release(
+                    permit, Outcome(kind, retry_after=exc.retry_after, reason=exc.reason)
+                )
                 raise
             except BaseException:
                 limiter.release(permit, Outcome("cancelled"))

@@ -15,6 +15,7 @@ from batchrunner.limits import LimitConfig, LocalLimiter, Outcome, Permit, Token
 
 SMALL = TokenEstimate(10, 10)
 OK = Outcome("ok")
+BUSY = Outcome("throttled", retry_after=0.0, reason="dsq")  # the shared pool is full
 
 
 @pytest.fixture
@@ -392,7 +393,7 @@ async def test_after_a_429_the_window_grows_by_about_one_per_round() -> None:
     clock = SteppingClock()
     config = LimitConfig(initial_concurrency=20, max_concurrency=100, decrease_factor=0.5)
     lim = limiter(config, clock)
-    await wave(lim, "m", 1, Outcome("throttled", retry_after=0.0))
+    await wave(lim, "m", 1, BUSY)
     assert window(lim) == 10
     for expected in (11, 12, 13):
         await wave(lim, "m", window(lim), OK)
@@ -407,10 +408,10 @@ async def test_a_burst_of_429s_from_one_round_shrinks_the_window_once() -> None:
     permits = [await lim.acquire("m", SMALL) for _ in range(32)]
     clock.now += 1.0
     for permit in permits:
-        lim.release(permit, Outcome("throttled", retry_after=0.0))
+        lim.release(permit, BUSY)
     assert window(lim) == 16
     # Requests sent after that decrease are a new round: their 429 counts again.
-    await wave(lim, "m", 16, Outcome("throttled", retry_after=0.0))
+    await wave(lim, "m", 16, BUSY)
     assert window(lim) == 8
 
 
@@ -424,7 +425,7 @@ async def test_window_never_leaves_min_and_max_concurrency() -> None:
         await wave(lim, "m", window(lim), OK)
     assert window(lim) == 6
     for _ in range(10):
-        await wave(lim, "m", 1, Outcome("throttled", retry_after=0.0))
+        await wave(lim, "m", 1, BUSY)
         clock.now += 1.0
     assert window(lim) == 3
 
@@ -442,7 +443,7 @@ async def test_window_does_not_grow_while_mostly_unused() -> None:
 async def test_non_adaptive_limiter_keeps_max_concurrency_through_429s() -> None:
     clock = SteppingClock()
     lim = limiter(LimitConfig(max_concurrency=12, adaptive=False), clock)
-    await wave(lim, "m", 12, Outcome("throttled", retry_after=0.0))
+    await wave(lim, "m", 12, BUSY)
     assert window(lim) == 12
 
 
@@ -506,13 +507,13 @@ async def test_429_without_retry_after_pauses_with_jitter_that_grows_then_resets
     lim = limiter(config, clock)
     pauses = []
     for _ in range(4):
-        lim.release(await lim.acquire("m", SMALL), Outcome("throttled"))
+        lim.release(await lim.acquire("m", SMALL), Outcome("throttled", reason="dsq"))
         pauses.append(lim.statistics().models["m"].paused_until - clock())  # type: ignore[operator]
         clock.now += 100.0
     for pause, ceiling in zip(pauses, (1, 2, 4, 8), strict=True):
         assert ceiling / 2 <= pause <= ceiling
     lim.release(await lim.acquire("m", SMALL), OK)
-    lim.release(await lim.acquire("m", SMALL), Outcome("throttled"))
+    lim.release(await lim.acquire("m", SMALL), Outcome("throttled", reason="dsq"))
     assert lim.statistics().models["m"].paused_until - clock() <= 1.0  # type: ignore[operator]
 
 
@@ -522,7 +523,7 @@ async def test_pause_jitter_differs_between_limiters_with_different_seeds() -> N
     for seed in range(5):
         clock = SteppingClock()
         lim = limiter(LimitConfig(), clock, seed=seed)
-        lim.release(await lim.acquire("m", SMALL), Outcome("throttled"))
+        lim.release(await lim.acquire("m", SMALL), Outcome("throttled", reason="dsq"))
         pauses.add(lim.statistics().models["m"].paused_until)
     assert len(pauses) == 5
 
@@ -559,7 +560,7 @@ async def test_per_model_config_overrides_the_default() -> None:
 
 
 @pytest.mark.anyio
-async def test_aimd_alone_finds_a_hard_quota_with_few_429s() -> None:
+async def test_a_hard_quota_is_found_with_few_429s_when_answers_are_slow() -> None:
     clock = VirtualClock()
     lim = limiter(LimitConfig(max_concurrency=200), clock, seed=3)
     # A server that takes 4 requests/s (a one-second burst) and answers in 1 to 3 s: the
@@ -596,4 +597,163 @@ async def test_aimd_alone_finds_a_hard_quota_with_few_429s() -> None:
     steady_throttled = throttled - throttled_before
     assert steady_served >= 0.8 * quota_per_s * 240
     assert steady_throttled <= 0.1 * steady_served
-    assert 3 <= lim.statistics().models["m"].concurrency_limit <= 16
+    learned = lim.statistics().models["m"].learned_rpm
+    assert learned is not None
+    assert 0.7 * quota_per_s * 60 <= learned <= 1.3 * quota_per_s * 60
+
+
+# --- learning a rate from quota 429s ----------------------------------------------------------
+
+QUOTA_429 = Outcome("throttled", reason="quota")
+
+
+class QuotaServer:
+    """A hard requests/s quota like Vertex MaaS: a bucket holding one second of it."""
+
+    def __init__(self, clock: VirtualClock, per_s: float) -> None:
+        self.clock = clock
+        self.per_s = per_s
+        self.level = per_s
+        self.stamp = 0.0
+        self.open = True  # False: refuse everything (the quota is used up elsewhere)
+        self.served: list[float] = []
+        self.refused: list[float] = []
+
+    def admit(self) -> bool:
+        now = self.clock()
+        self.level = min(self.per_s, self.level + (now - self.stamp) * self.per_s)
+        self.stamp = now
+        if self.open and self.level >= 1.0:
+            self.level -= 1.0
+            self.served.append(now)
+            return True
+        self.refused.append(now)
+        return False
+
+    def count(self, times: list[float], start: float, stop: float) -> int:
+        return sum(1 for t in times if start <= t < stop)
+
+
+async def run_against(
+    lim: LocalLimiter,
+    clock: VirtualClock,
+    server: QuotaServer,
+    until: float,
+    *,
+    workers: int = 8,
+    at: Callable[[float], None] | None = None,
+) -> None:
+    """Keep ``workers`` busy sending to ``server`` (15 ms answers) until ``until``."""
+
+    async def worker() -> None:
+        while True:
+            permit = await lim.acquire("m", SMALL)
+            ok = server.admit()
+            await clock.sleep(0.015 if ok else 0.002)
+            lim.release(permit, OK if ok else QUOTA_429)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(worker)
+        step = 1.0
+        t = clock()
+        while t < until:
+            t = min(until, t + step)
+            await clock.advance(t)
+            if at is not None:
+                at(t)
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_learned_rate_converges_just_below_a_hard_quota_with_few_429s() -> None:
+    clock = VirtualClock()
+    lim = limiter(LimitConfig(max_concurrency=64), clock)
+    server = QuotaServer(clock, per_s=10.0)  # far below what one request in flight could send
+    await run_against(lim, clock, server, 120.0)
+    steady_served = server.count(server.served, 20.0, 120.0)
+    steady_refused = server.count(server.refused, 20.0, 120.0)
+    assert steady_served >= 0.9 * 10.0 * 100
+    assert steady_refused <= 0.05 * (steady_served + steady_refused)
+    learned = lim.statistics().models["m"].learned_rpm
+    assert learned is not None
+    assert 0.8 * 600 <= learned <= 1.2 * 600
+
+
+@pytest.mark.anyio
+async def test_learned_rate_spreads_requests_evenly() -> None:
+    clock = SteppingClock()
+    lim = limiter(LimitConfig(initial_concurrency=32, max_concurrency=64), clock)
+    # Twenty requests go at once; the server lets ten through and refuses the rest.
+    permits = [await lim.acquire("m", SMALL) for _ in range(20)]
+    for k, permit in enumerate(permits):
+        lim.release(permit, OK if k < 10 else QUOTA_429)
+    learned = lim.statistics().models["m"].learned_rpm
+    assert learned is not None
+    assert learned < 20 * 60  # below what was sent: those still in flight may yet fail
+    times = await acquire_times(lim, clock, 50)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    interval = 60.0 / learned
+    assert min(gaps) >= 0.95 * interval  # no bursts
+    assert max(gaps) <= 1.05 * interval  # and no holes: the rate only creeps up
+
+
+@pytest.mark.anyio
+async def test_one_lone_429_does_not_throttle_the_model_to_a_crawl() -> None:
+    clock = SteppingClock()
+    lim = limiter(LimitConfig(max_concurrency=64), clock)
+    lim.release(await lim.acquire("m", SMALL), QUOTA_429)
+    learned = lim.statistics().models["m"].learned_rpm
+    assert learned is not None and learned >= 50  # about the one request/s it was sent at
+    assert lim.statistics().models["m"].paused_until is None
+
+
+@pytest.mark.anyio
+async def test_learned_rate_never_exceeds_the_configured_rpm() -> None:
+    clock = VirtualClock()
+    lim = limiter(LimitConfig(rpm=600, max_concurrency=64), clock)
+    server = QuotaServer(clock, per_s=12.0)  # more than we were told: rarely refuses
+    noise = random.Random(4)
+    peaks: list[float] = []
+
+    def sample(_: float) -> None:
+        peaks.append(lim.statistics().models["m"].learned_rpm or 0.0)
+
+    original = server.admit
+
+    def admit() -> bool:  # plus an odd 429 from elsewhere, so that the rate keeps moving
+        return original() and noise.random() > 0.02
+
+    server.admit = admit  # type: ignore[method-assign]
+    await run_against(lim, clock, server, 120.0, at=sample)
+    assert max(peaks) <= 600.0
+    assert any(peaks)  # a rate was learned
+    for start in range(0, 120, 10):
+        sent = server.count(server.served + server.refused, start, start + 10)
+        assert sent <= 600 / 6 + 10  # ten seconds of 600/min plus one second of burst
+
+
+@pytest.mark.anyio
+async def test_learned_rate_recovers_after_the_429s_stop() -> None:
+    clock = VirtualClock()
+    lim = limiter(LimitConfig(max_concurrency=64), clock)
+    server = QuotaServer(clock, per_s=10.0)
+
+    def outage(t: float) -> None:
+        server.open = not 30.0 <= t < 45.0  # fifteen seconds in which everything is refused
+
+    await run_against(lim, clock, server, 100.0, at=outage)
+    assert server.count(server.served, 30.0, 45.0) == 0
+    assert server.count(server.refused, 30.0, 45.0) <= 60  # it backed off hard
+    assert server.count(server.served, 70.0, 100.0) >= 0.85 * 10.0 * 30
+
+
+@pytest.mark.anyio
+async def test_a_shared_pool_429_shrinks_the_window_and_learns_no_rate() -> None:
+    clock = SteppingClock()
+    lim = limiter(LimitConfig(initial_concurrency=20, max_concurrency=64), clock)
+    await wave(lim, "m", 20, Outcome("throttled", reason="dsq"))
+    stats = lim.statistics().models["m"]
+    assert stats.learned_rpm is None
+    assert stats.concurrency_limit == 12
+    assert stats.paused_until is not None
