@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from batchrunner.counters import Counters
 
@@ -69,3 +73,24 @@ class ProgressDisplay:
         if self.interactive and self._width:
             self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
+
+
+JSONL_COUNT_LIMIT = 2 << 30  # count lines of JSONL inputs up to 2 GiB for an ETA
+
+
+def expected_requests(input_path: Path, models: int) -> int | None:
+    """How many requests the input will make, when it is cheap to know; else ``None``."""
+    name = input_path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            rows = int(pq.ParquetFile(input_path).metadata.num_rows)
+        elif name.endswith(".jsonl") and input_path.stat().st_size <= JSONL_COUNT_LIMIT:
+            rows = 0
+            with input_path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    rows += block.count(b"\n")
+        else:
+            return None
+    except (OSError, pa.ArrowException):
+        return None
+    return rows * max(models, 1)
