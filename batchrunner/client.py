@@ -8,18 +8,18 @@ and whether it is worth retrying. Retries, pacing and bookkeeping live elsewhere
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx
 import orjson
 
 from batchrunner.auth import Authenticator, AuthHeaders
-from batchrunner.classify import error_from_exception, error_from_response, truncated_stream_error
+from batchrunner.classify import error_from_response, truncated_stream_error
 from batchrunner.errors import AuthError, RequestError
 from batchrunner.requests import RequestSpec
+from batchrunner.wire import Wire, WireResponse
 
 _HEADERS = {"Content-Type": "application/json", "User-Agent": "batchrunner"}
 _SSE_HEADERS = {**_HEADERS, "Accept": "text/event-stream"}
@@ -172,14 +172,14 @@ class ChatClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        wire: Wire,
         url: str,
         auth: Authenticator,
         *,
         timeout_s: float = 600.0,
-        clock: Any = time.perf_counter,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self._http = http
+        self._wire = wire
         self._url = url
         self._auth = auth
         self._timeout_s = timeout_s
@@ -207,36 +207,31 @@ class ChatClient:
     async def _attempt(self, spec: RequestSpec, creds: AuthHeaders) -> Answer:
         headers = dict(_SSE_HEADERS if spec.stream else _HEADERS)
         headers.update(creds.headers)
-        request = self._http.build_request("POST", self._url, content=spec.body, headers=headers)
         try:
             with anyio.fail_after(self._timeout_s):
                 started = self._clock()
-                response = await self._http.send(request, stream=True)
-                try:
-                    if response.status_code >= 400:
-                        body = await response.aread()
-                        raise error_from_response(response.status_code, response.headers, body)
+                async with self._wire.post(self._url, headers, spec.body) as response:
+                    status = response.status
+                    if status >= 400:
+                        body = await response.read()
+                        raise error_from_response(status, response.headers, body)
                     if spec.stream:
                         return await self._read_stream(response, started)
-                    body = await response.aread()
-                    return parse_completion(body, response.status_code, self._clock() - started)
-                finally:
-                    await response.aclose()
+                    body = await response.read()
+                    return parse_completion(body, status, self._clock() - started)
         except TimeoutError:
             raise RequestError(
                 f"no complete answer within {self._timeout_s:g} s",
                 error_type="timeout",
                 retryable=True,
             ) from None
-        except httpx.HTTPError as exc:
-            raise error_from_exception(exc) from None
 
-    async def _read_stream(self, response: httpx.Response, started: float) -> Answer:
+    async def _read_stream(self, response: WireResponse, started: float) -> Answer:
         state = _StreamState()
         clock = self._clock
-        status = response.status_code
+        status = response.status
         buffer = b""
-        async for piece in response.aiter_bytes():
+        async for piece in response.iter_chunks():
             now = clock()
             buffer += piece
             while True:

@@ -45,6 +45,7 @@ from batchrunner.retry import RetryPolicy
 from batchrunner.schema import Result
 from batchrunner.sender import Sender
 from batchrunner.stats import RunStats, StatsSnapshot
+from batchrunner.wire import AiohttpWire, HttpxWire, Wire
 from batchrunner.writers import ResultWriter, open_writer
 
 logger = logging.getLogger(__name__)
@@ -173,22 +174,21 @@ class Runner:
         target = VertexTarget(cfg.project, cfg.location, cfg.endpoint_id, cfg.api_version)
         return chat_completions_url(target.base_url())
 
-    def _http_client(self) -> httpx.AsyncClient:
+    def _wire(self) -> Wire:
         cfg = self.config
-        timeout = httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s, pool=None)
-        limits = httpx.Limits(
-            max_connections=cfg.concurrency,
-            max_keepalive_connections=cfg.concurrency,
-            keepalive_expiry=60.0,
+        if self._transport is not None:
+            return HttpxWire(
+                self._transport,
+                connect_timeout_s=cfg.connect_timeout_s,
+                read_timeout_s=cfg.timeout_s,
+            )
+        # One keep-alive connection per request in flight, so no request waits for a
+        # connection and every timing starts when the request really leaves.
+        return AiohttpWire(
+            connections=cfg.concurrency,
+            connect_timeout_s=cfg.connect_timeout_s,
+            read_timeout_s=cfg.timeout_s,
         )
-        transport = self._transport
-        if transport is None:
-            from httpx_aiohttp import AiohttpTransport
-
-            transport = AiohttpTransport(limits=limits)
-        return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits)
-
-    # -- the run -----------------------------------------------------------------------------
 
     async def run(self) -> RunSummary:
         """Run the batch; with ``config.simulate``, against a simulator started for the run.
@@ -256,8 +256,9 @@ class Runner:
         started = time.monotonic()
         clean = False
         try:
-            async with self._http_client() as http:
-                client = ChatClient(http, url, auth, timeout_s=cfg.timeout_s)
+            wire = self._wire()
+            try:
+                client = ChatClient(wire, url, auth, timeout_s=cfg.timeout_s)
                 sender = Sender(client, limiter, self._policy, prices, self.stats, self.counters)
                 async with anyio.create_task_group() as background:
                     await background.start(self._run_auth, auth)
@@ -267,6 +268,9 @@ class Runner:
                         background.start_soon(self._watch_signals)
                     await self._pipeline(sender, state, writer)
                     background.cancel_scope.cancel()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await wire.aclose()
             clean = self._control.fatal is None and self._control.stopped is None
         finally:
             with anyio.CancelScope(shield=True):

@@ -10,6 +10,7 @@ import pytest
 from batchrunner.client import ChatClient
 from batchrunner.errors import AuthError, RequestError
 from batchrunner.requests import RequestSpec
+from batchrunner.wire import HttpxWire
 from tests.conftest import RotatingAuth
 
 pytestmark = pytest.mark.anyio
@@ -43,8 +44,8 @@ def _client(
     auth: RotatingAuth | None = None,
     **kwargs: object,
 ) -> ChatClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return ChatClient(http, URL, auth or RotatingAuth(), **kwargs)  # type: ignore[arg-type]
+    wire = HttpxWire(httpx.MockTransport(handler))
+    return ChatClient(wire, URL, auth or RotatingAuth(), **kwargs)  # type: ignore[arg-type]
 
 
 async def test_json_answer_is_parsed_and_sent_with_the_bearer_token() -> None:

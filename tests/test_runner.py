@@ -135,7 +135,8 @@ async def test_duplicate_ids_are_skipped_and_counted(sim: Simulator, tmp_path: P
 
 @pytest.mark.parametrize(
     "sim",
-    [{"faults": {"500": 0.1, "503": 0.1, "reset": 0.1, "truncate": 0.1, "429": 0.1}}],
+    # 25 % of attempts fail: a row fails all ten attempts with probability 1e-6.
+    [{"faults": {"500": 0.05, "503": 0.05, "reset": 0.05, "truncate": 0.05, "429": 0.05}}],
     indirect=True,
 )
 async def test_transient_faults_end_ok_after_retries(sim: Simulator, tmp_path: Path) -> None:
@@ -143,7 +144,7 @@ async def test_transient_faults_end_ok_after_retries(sim: Simulator, tmp_path: P
     summary = await run(sim, tmp_path, concurrency=8, policy=RetryPolicy.no_wait(max_attempts=10))
     rows = read_results(tmp_path / "out.jsonl")
     assert len(rows) == 150
-    assert {r["status"] for r in rows} == {"ok"}
+    assert [r["error_message"] for r in rows if r["status"] != "ok"] == []
     assert any(r["attempts"] > 1 for r in rows)
     assert summary.stats.total.retries > 0
     assert sim.statistics().faults_injected

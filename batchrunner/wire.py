@@ -1,0 +1,172 @@
+"""How request bytes reach the server: a direct aiohttp session, or any httpx transport.
+
+Real traffic goes over ``AiohttpWire``: at thousands of requests in flight the httpx
+client layers (URL merging, cookie jar, request and response models) cost several times
+what the HTTP exchange itself costs. ``HttpxWire`` carries the same exchange over any
+``httpx.AsyncBaseTransport`` — ``MockTransport`` and ``ASGITransport`` in tests, or a
+transport with proxies or custom TLS. Both turn transport failures into ``RequestError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+import aiohttp
+import httpx
+
+from batchrunner.classify import error_from_exception
+from batchrunner.errors import RequestError
+
+
+class WireResponse(Protocol):
+    """The status, headers and body of one response, read once."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def read(self) -> bytes: ...
+
+    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class Wire(Protocol):
+    """Posts a body; the response is usable inside the returned context."""
+
+    def post(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> AbstractAsyncContextManager[WireResponse]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def _connection_error(exc: BaseException) -> RequestError:
+    message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    return RequestError(f"connection failed: {message}", error_type="connection", retryable=True)
+
+
+class _AiohttpResponse:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        return await self._response.read()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.content.iter_any():
+            yield chunk
+
+
+class AiohttpWire:
+    """One aiohttp session with a keep-alive connection for every request in flight."""
+
+    def __init__(
+        self, *, connections: int, connect_timeout_s: float, read_timeout_s: float
+    ) -> None:
+        self._connections = connections
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Created lazily: a session must be made inside the running event loop.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._connections, limit_per_host=0, keepalive_timeout=60.0
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, skip_auto_headers=("User-Agent",)
+            )
+        return self._session
+
+    @asynccontextmanager
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> AsyncIterator[WireResponse]:
+        session = self._open()
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                yield _AiohttpResponse(response)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise RequestError(
+                f"timed out: {type(exc).__name__}", error_type="timeout", retryable=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(exc) from None
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _HttpxResponse:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        return await self._response.aread()
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_bytes():
+            yield chunk
+
+
+class HttpxWire:
+    """The same exchange over any httpx transport."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        connect_timeout_s: float = 20.0,
+        read_timeout_s: float = 600.0,
+    ) -> None:
+        self._transport = transport
+        timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, pool=None)
+        self._extensions = {"timeout": timeout.as_dict()}
+
+    @asynccontextmanager
+    async def post(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> AsyncIterator[WireResponse]:
+        request = httpx.Request(
+            "POST", url, content=body, headers=headers, extensions=self._extensions
+        )
+        try:
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            try:
+                yield _HttpxResponse(response)
+            finally:
+                await response.aclose()
+        except httpx.HTTPError as exc:
+            raise error_from_exception(exc) from None
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
