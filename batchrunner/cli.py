@@ -145,6 +145,28 @@ def _add_run(sub: Any) -> None:
     o.add_argument("--prices", metavar="FILE", help="TOML price table overriding the shipped one")
     o.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
     o.add_argument("-v", "--verbose", action="count", default=0)
+    s = p.add_argument_group("scale-out (see docs/scale-out.md)")
+    s.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run shard I of N (0-based) into OUTPUT.shard-I-of-N; default from "
+        "CLOUD_RUN_TASK_INDEX/COUNT or JOB_COMPLETION_INDEX; --rpm/--tpm are the whole job's",
+    )
+    s.add_argument(
+        "--shard-count",
+        type=_positive_int,
+        metavar="N",
+        help="shards of a Kubernetes Indexed Job (env BATCHRUNNER_SHARD_COUNT)",
+    )
+    s.add_argument("--ray", action="store_true", help="run the shards on a Ray cluster")
+    s.add_argument("--ray-address", metavar="ADDR", help="Ray cluster (default: RAY_ADDRESS/local)")
+    s.add_argument("--workers", type=_positive_int, metavar="N", help="Ray workers (default 4)")
+    s.add_argument(
+        "--shards",
+        type=_positive_int,
+        metavar="N",
+        help="shards --ray splits the input into (default: as OUTPUT has, else 4 per worker)",
+    )
 
 
 def _add_simulate(sub: Any) -> None:
@@ -208,6 +230,13 @@ def _add_report(sub: Any) -> None:
     p.add_argument("-o", "--output", metavar="FILE")
 
 
+def _add_merge(sub: Any) -> None:
+    p = sub.add_parser("merge", help="merge the shard outputs of OUTPUT into OUTPUT")
+    p.add_argument("output", metavar="OUTPUT", help="the job's -o, without the shard suffix")
+    p.add_argument("--shards", type=_positive_int, metavar="N", help="which plan, if several")
+    p.add_argument("--ordered", action="store_true", help="order rows by input position")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchrunner",
@@ -218,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_simulate(sub)
     _add_report(sub)
+    _add_merge(sub)
     return parser
 
 
@@ -289,6 +319,8 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
         "dry_run": ns.dry_run,
         "summary": ns.summary,
         "prices": ns.prices,
+        "shard": ns.shard,
+        "shard_count": ns.shard_count,
     }
 
 
@@ -308,7 +340,12 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 
     _setup_logging(ns.verbose)
     job = load_job_file(ns.config) if ns.config else None
-    config = build_config(_run_options(ns), job=job)
+    options = _run_options(ns)
+    if ns.ray:
+        if ns.shard is not None:
+            raise ConfigError("--ray plans its own shards: drop --shard")
+        options["shard"] = "0/1"  # the driver is the whole job, whatever the environment says
+    config = build_config(options, job=job)
     prices = PriceTable.default()
     if config.prices_path:
         prices = PriceTable.load(config.prices_path, base=prices)
@@ -317,21 +354,33 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 
         print(dryrun.render(dryrun.estimate(config, prices)))
         return 0
-    from batchrunner.progress import ProgressDisplay
+    from batchrunner.progress import ProgressDisplay, expected_requests
     from batchrunner.report import render_summary
     from batchrunner.runner import Runner
 
     mode = ns.progress
     interactive = sys.stderr.isatty() if mode == "auto" else mode == "bar"
-    display = None if mode == "off" else ProgressDisplay(sys.stderr, interactive=interactive)
-    runner = Runner(config, prices=prices, on_progress=display, handle_signals=True)
-    import anyio
+    display = None
+    if mode != "off":
+        total = expected_requests(config.input, len(config.models))
+        display = ProgressDisplay(sys.stderr, total=total, interactive=interactive)
+    if ns.ray:
+        from batchrunner.ray_adapter import run_on_ray
 
-    try:
-        summary = anyio.run(runner.run, backend="asyncio", backend_options={"use_uvloop": True})
-    finally:
         if display is not None:
             display.close()
+        summary = run_on_ray(
+            config, address=ns.ray_address, workers=ns.workers or 4, shards=ns.shards
+        )
+    else:
+        runner = Runner(config, prices=prices, on_progress=display, handle_signals=True)
+        import anyio
+
+        try:
+            summary = anyio.run(runner.run, backend="asyncio", backend_options={"use_uvloop": True})
+        finally:
+            if display is not None:
+                display.close()
     print(render_summary(summary.stats), file=sys.stderr)
     notes = []
     if summary.skipped:
@@ -419,10 +468,28 @@ def _cmd_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_merge(ns: argparse.Namespace) -> int:
+    from batchrunner.shards import merge_shards
+
+    _setup_logging(0)
+    merged = merge_shards(ns.output, count=ns.shards, ordered=ns.ordered)
+    print(
+        f"batchrunner: merged {len(merged.shards)} shards ({merged.rows_read:,} rows) into "
+        f"{merged.output}: {merged.rows_written:,} rows",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    commands = {"run": _cmd_run, "simulate": _cmd_simulate, "report": _cmd_report}
+    commands = {
+        "run": _cmd_run,
+        "simulate": _cmd_simulate,
+        "report": _cmd_report,
+        "merge": _cmd_merge,
+    }
     try:
         return commands[ns.command](ns)
     except BatchRunnerError as exc:

@@ -74,8 +74,13 @@ class RunConfig:
     prices_path: Path | None = None
     checkpoint_s: float = 2.0
     grace_s: float = 30.0
+    # (index, count): this process runs one shard of the input; ``output`` is the shard's own
+    # file and the rate limits above are the whole job's (each shard takes 1/count of them)
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
+        if self.shard is not None and not 0 <= self.shard[0] < self.shard[1]:
+            raise ConfigError(f"invalid shard {self.shard[0]}/{self.shard[1]}: need 0 <= i < n")
         if self.concurrency < 1:
             raise ConfigError("--concurrency must be at least 1")
         if self.max_attempts < 1:
@@ -222,6 +227,14 @@ def build_config(
         values["location"] = env["GOOGLE_CLOUD_LOCATION"]
     if "base_url" not in values and env.get("OPENAI_BASE_URL") and not merged.get("simulate"):
         values["base_url"] = env["OPENAI_BASE_URL"]
+    shard = _shard(merged.get("shard"), merged.get("shard_count"), env)
+    if shard is not None:
+        from batchrunner.shards import shard_path
+
+        values["shard"] = shard
+        values["output"] = shard_path(values["output"], *shard)
+        if "summary_path" in values:
+            values["summary_path"] = shard_path(values["summary_path"], *shard)
     values["fields"] = _fields(merged.get("fields") or {})
     values["request"] = _request(merged)
     values["auth"] = _auth(merged.get("auth") or {}, env)
@@ -232,6 +245,53 @@ def build_config(
         return RunConfig(**values)
     except TypeError as exc:
         raise ConfigError(f"invalid configuration ({exc})") from None
+
+
+def _shard(given: Any, count: Any, env: Mapping[str, str]) -> tuple[int, int] | None:
+    """The shard this process runs: ``--shard I/N``, else the batch platform's task index.
+
+    Cloud Run Jobs set ``CLOUD_RUN_TASK_INDEX`` and ``CLOUD_RUN_TASK_COUNT``; Kubernetes
+    Indexed Jobs set ``JOB_COMPLETION_INDEX`` only, so the count comes from ``--shard-count``
+    or ``BATCHRUNNER_SHARD_COUNT``. A count of 1 means no sharding.
+    """
+    if given is not None:
+        if isinstance(given, str):
+            index_text, sep, count_text = given.partition("/")
+            try:
+                index, total = int(index_text), int(count_text)
+            except ValueError:
+                raise ConfigError(f"--shard expects I/N, e.g. 3/16, got {given!r}") from None
+            if not sep:
+                raise ConfigError(f"--shard expects I/N, e.g. 3/16, got {given!r}")
+        else:
+            index, total = (int(v) for v in given)
+    elif env.get("CLOUD_RUN_TASK_INDEX") and env.get("CLOUD_RUN_TASK_COUNT"):
+        index = _env_int(env, "CLOUD_RUN_TASK_INDEX")
+        total = _env_int(env, "CLOUD_RUN_TASK_COUNT")
+    elif env.get("JOB_COMPLETION_INDEX"):
+        index = _env_int(env, "JOB_COMPLETION_INDEX")
+        if count is None and not env.get("BATCHRUNNER_SHARD_COUNT"):
+            raise ConfigError(
+                "JOB_COMPLETION_INDEX is set but the number of shards is not: pass "
+                "--shard-count N or set BATCHRUNNER_SHARD_COUNT (the Job's completions)"
+            )
+        total = (
+            _number("--shard-count", count, int)
+            if count is not None
+            else _env_int(env, "BATCHRUNNER_SHARD_COUNT")
+        )
+    else:
+        return None
+    if total < 1 or not 0 <= index < total:
+        raise ConfigError(f"invalid shard {index}/{total}: need 0 <= index < count")
+    return None if total == 1 else (index, total)
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {env[name]!r}") from None
 
 
 def _fields(table: Mapping[str, Any]) -> InputFields:

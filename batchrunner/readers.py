@@ -45,6 +45,33 @@ class InputRow:
 
 
 @dataclass(frozen=True, slots=True)
+class RowSelection:
+    """Which records to read, by 0-based record index: a contiguous range, every ``step``-th.
+
+    A record is selected when ``start <= index < stop`` (``stop=None``: to the end) and
+    ``index % step == offset``. Shards are built from these (``batchrunner.shards``).
+    """
+
+    start: int = 0
+    stop: int | None = None
+    step: int = 1
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or (self.stop is not None and self.stop < self.start):
+            raise ValueError("need 0 <= start <= stop")
+        if not 0 <= self.offset < self.step:
+            raise ValueError("need 0 <= offset < step")
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int):
+            return False
+        if index < self.start or (self.stop is not None and index >= self.stop):
+            return False
+        return index % self.step == self.offset
+
+
+@dataclass(frozen=True, slots=True)
 class BadRow:
     """A record that could not be read; it becomes an ``error`` result."""
 
@@ -115,17 +142,25 @@ def check_input(path: str | Path) -> Path:
     return p
 
 
-def read_rows(path: str | Path, fields: InputFields = InputFields()) -> Iterator[InputRow | BadRow]:
-    """Yield the input's records one by one, in file order."""
+def read_rows(
+    path: str | Path, fields: InputFields = InputFields(), select: RowSelection | None = None
+) -> Iterator[InputRow | BadRow]:
+    """Yield the input's records one by one, in file order; only those in ``select`` if given.
+
+    Records outside ``select`` keep their place in the numbering but are not decoded (JSONL)
+    or not read at all (Parquet row groups wholly outside the range).
+    """
     p = check_input(path)
     fmt = input_format(p)
     if fmt == "parquet":
-        yield from _read_parquet(p, fields)
+        yield from _read_parquet(p, fields, select)
     else:
-        yield from _read_jsonl(p, fields, gz=fmt == "jsonl.gz")
+        yield from _read_jsonl(p, fields, gz=fmt == "jsonl.gz", select=select)
 
 
-def _read_jsonl(path: Path, fields: InputFields, *, gz: bool) -> Iterator[InputRow | BadRow]:
+def _read_jsonl(
+    path: Path, fields: InputFields, *, gz: bool, select: RowSelection | None = None
+) -> Iterator[InputRow | BadRow]:
     index = 0
     try:
         stream = cast(IO[bytes], gzip.open(path, "rb") if gz else open(path, "rb"))  # noqa: SIM115
@@ -138,6 +173,11 @@ def _read_jsonl(path: Path, fields: InputFields, *, gz: bool) -> Iterator[InputR
                 lineno += 1
                 line = raw.strip()
                 if not line:
+                    continue
+                if select is not None and index not in select:
+                    index += 1
+                    if select.stop is not None and index >= select.stop:
+                        return
                     continue
                 where = f"{path.name} line {lineno}"
                 try:
@@ -160,16 +200,38 @@ def _read_jsonl(path: Path, fields: InputFields, *, gz: bool) -> Iterator[InputR
             raise InputFileError(f"{path}: read failed after line {lineno} ({exc})") from None
 
 
-def _read_parquet(path: Path, fields: InputFields) -> Iterator[InputRow | BadRow]:
+def _read_parquet(
+    path: Path, fields: InputFields, select: RowSelection | None = None
+) -> Iterator[InputRow | BadRow]:
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
         raise InputFileError(f"{path}: not a readable Parquet file ({exc})") from None
     index = 0
     try:
-        for batch in pf.iter_batches(batch_size=4096):
-            for record in batch.to_pylist():
-                yield _make_row(record, index, f"{path.name} row {index}", fields)
-                index += 1
+        for group, first in _row_groups(pf, select):
+            index = first
+            for batch in pf.iter_batches(batch_size=4096, row_groups=[group]):
+                for record in batch.to_pylist():
+                    if select is None or index in select:
+                        yield _make_row(record, index, f"{path.name} row {index}", fields)
+                    index += 1
     except (OSError, pa.ArrowException) as exc:
         raise InputFileError(f"{path}: read failed at row {index} ({exc})") from None
+
+
+def _row_groups(pf: pq.ParquetFile, select: RowSelection | None) -> Iterator[tuple[int, int]]:
+    """(row group, index of its first row) for the groups that hold selected rows."""
+    first = 0
+    metadata = pf.metadata
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        end = first + rows
+        if select is not None:
+            if select.stop is not None and first >= select.stop:
+                return
+            if end <= select.start:
+                first = end
+                continue
+        yield group, first
+        first = end

@@ -38,12 +38,13 @@ from batchrunner.errors import (
 )
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
-from batchrunner.readers import BadRow, InputRow, check_input, read_rows
+from batchrunner.readers import BadRow, InputRow, check_input
 from batchrunner.requests import RequestSpec, RowProblem, build_requests, row_models
 from batchrunner.resume import ResumeState, RunIdentity, check_identity, key_of, load_resume_state
 from batchrunner.retry import RetryPolicy
 from batchrunner.schema import Result
 from batchrunner.sender import Sender
+from batchrunner.shards import read_shard_rows, share
 from batchrunner.stats import RunStats, StatsSnapshot
 from batchrunner.wire import AiohttpWire, HttpxWire, Wire
 from batchrunner.writers import ResultWriter, open_writer
@@ -242,12 +243,14 @@ class Runner:
         auth = self._auth
         if auth is None:
             auth = await anyio.to_thread.run_sync(build_authenticator, cfg.auth)
+        # A shard takes its share of the job's rate limits; an injected limiter is used as is.
         limiter = self._limiter or LocalLimiter(
             LimitConfig(
-                rpm=cfg.rpm,
-                tpm=cfg.tpm,
-                input_tpm=cfg.input_tpm,
-                output_tpm=cfg.output_tpm,
+                rpm=share(cfg.rpm, cfg.shard),
+                tpm=share(cfg.tpm, cfg.shard),
+                input_tpm=share(cfg.input_tpm, cfg.shard),
+                output_tpm=share(cfg.output_tpm, cfg.shard),
+                min_rpm=min(1.0, share(cfg.rpm, cfg.shard) or 1.0),
                 max_concurrency=cfg.concurrency,
                 adaptive=cfg.adaptive,
             )
@@ -353,7 +356,8 @@ class Runner:
         results: MemoryObjectSendStream[Result],
     ) -> None:
         cfg = self.config
-        rows: Iterator[InputRow | BadRow] = read_rows(cfg.input, cfg.fields)
+        # Only this process's shard of the input, when it runs one (all of it otherwise).
+        rows: Iterator[InputRow | BadRow] = read_shard_rows(cfg.input, cfg.fields, cfg.shard)
         seen: set[int] = set()
         counters = self.counters
         async with specs, results:
