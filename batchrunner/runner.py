@@ -36,6 +36,7 @@ from batchrunner.errors import (
     ConfigError,
     OutputError,
 )
+from batchrunner.idset import IdSet
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
 from batchrunner.readers import BadRow, InputRow, check_input
@@ -358,7 +359,7 @@ class Runner:
         cfg = self.config
         # Only this process's shard of the input, when it runs one (all of it otherwise).
         rows: Iterator[InputRow | BadRow] = read_shard_rows(cfg.input, cfg.fields, cfg.shard)
-        seen: set[int] = set()
+        seen = IdSet()  # 8 bytes per input row: the only per-row state of a run
         counters = self.counters
         async with specs, results:
             while self._control.stopped is None:
