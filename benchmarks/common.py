@@ -1,0 +1,276 @@
+"""Shared pieces of the benchmarks: the servers they run against, inputs, and the machine.
+
+Two servers, both on loopback and both in their own process so they never share the
+client's CPU accounting: nginx answering every POST with one canned Gemini-shaped chat
+completion (near-zero cost per request, so the client is always the bottleneck), and the
+project's simulator. ``python benchmarks/common.py simulate`` serves the simulator with a
+fixed per-request latency, which its command line does not expose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "google/gemini-2.5-flash"
+
+# What nginx answers: the shape of a Gemini answer on Vertex's OpenAI-compatible endpoint.
+CANNED_COMPLETION = {
+    "choices": [
+        {
+            "finish_reason": "stop",
+            "index": 0,
+            "logprobs": None,
+            "message": {
+                "content": "The quick brown fox jumps over the lazy dog.",
+                "role": "assistant",
+            },
+        }
+    ],
+    "created": 1767225600,
+    "id": "bench-canned-response-0001",
+    "model": MODEL,
+    "object": "chat.completion",
+    "system_fingerprint": "",
+    "usage": {
+        "completion_tokens": 11,
+        "completion_tokens_details": {"reasoning_tokens": 5},
+        "extra_properties": {"google": {"traffic_type": "ON_DEMAND"}},
+        "prompt_tokens": 9,
+        "total_tokens": 25,
+    },
+}
+
+
+class ServerUnavailable(RuntimeError):
+    """A benchmark server could not be installed or started here."""
+
+
+def child_env() -> dict[str, str]:
+    """The environment for child processes: the repository importable, no proxies, no keys."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("OPENAI_BASE_URL", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(
+    port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerUnavailable(f"server exited with status {proc.returncode}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise ServerUnavailable(f"nothing listening on 127.0.0.1:{port} after {timeout_s:g} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# -- nginx ---------------------------------------------------------------------------------
+
+
+def find_nginx() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+
+
+def ensure_nginx(*, install: bool = True) -> str:
+    """The nginx binary; installs Debian's ``nginx-light`` (or ``nginx``) when root and missing."""
+    found = find_nginx()
+    if found:
+        return found
+    if not install:
+        raise ServerUnavailable(
+            "nginx is not installed (install nginx-light, or drop --no-install)"
+        )
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise ServerUnavailable("nginx is not installed and apt-get as root is not available")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True)
+    for package in ("nginx-light", "nginx"):
+        done = subprocess.run(
+            ["apt-get", "install", "-y", "-qq", package], env=env, check=False, capture_output=True
+        )
+        if done.returncode == 0 and find_nginx():
+            return str(find_nginx())
+    raise ServerUnavailable("apt-get could not install nginx-light or nginx")
+
+
+def nginx_config(port: int, workdir: Path, body: str) -> str:
+    if "'" in body or "$" in body:
+        raise ValueError("the canned body may contain neither ' nor $ (nginx quoting)")
+    temp = "\n".join(
+        f"  {name}_temp_path {workdir / name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""\
+worker_processes 1;
+daemon off;
+pid {workdir / "nginx.pid"};
+error_log {workdir / "error.log"} warn;
+worker_rlimit_nofile 40000;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+{temp}
+  keepalive_timeout 120s;
+  keepalive_requests 100000000;
+  client_max_body_size 1m;
+  server {{
+    listen 127.0.0.1:{port} backlog=8192 reuseport;
+    default_type application/json;
+    location / {{ return 200 '{body}'; }}
+  }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def run_nginx(*, install: bool = True) -> Iterator[str]:
+    """nginx on a free loopback port, one worker, keepalive on; yields its base URL."""
+    binary = ensure_nginx(install=install)
+    body = json.dumps(CANNED_COMPLETION, separators=(",", ":"))
+    with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
+        workdir = Path(tmp)
+        os.chmod(workdir, 0o755)  # noqa: S103 (nginx workers run as an unprivileged user)
+        port = free_port()
+        conf = workdir / "nginx.conf"
+        conf.write_text(nginx_config(port, workdir, body), encoding="utf-8")
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            try:
+                wait_listening(port, proc=proc)
+            except ServerUnavailable as exc:
+                _stop(proc)
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise ServerUnavailable(
+                    f"nginx did not start: {exc}; {err.strip()[-300:]}"
+                ) from None
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            _stop(proc)
+
+
+# -- the simulator ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def run_simulator(*, ttft_s: float | None = None, quiet_errors: bool = True) -> Iterator[str]:
+    """The project's simulator in its own process, no auth; yields its OpenAI base URL.
+
+    Zero latency uses the real command line (``batchrunner simulate --latency zero``); a
+    fixed latency goes through this module's ``simulate`` entry point.
+    """
+    port = free_port()
+    if ttft_s is None:
+        argv = [sys.executable, "-m", "batchrunner", "simulate", "--port", str(port)]
+        argv += ["--latency", "zero", "--no-auth"]
+    else:
+        argv = [sys.executable, str(Path(__file__).resolve()), "simulate", "--port", str(port)]
+        argv += ["--ttft", str(ttft_s)]
+    proc = subprocess.Popen(
+        argv,
+        cwd=REPO,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if quiet_errors else None,
+    )
+    try:
+        wait_listening(port, proc=proc)
+        yield (
+            f"http://127.0.0.1:{port}/v1/projects/sim-project/locations/global/endpoints/openapi"
+        )
+    finally:
+        _stop(proc)
+
+
+def _serve_simulator(port: int, ttft_s: float) -> None:
+    from batchrunner.simulator import SimulatorConfig, serve
+
+    config = SimulatorConfig(port=port, latency="zero", ttft_s=ttft_s, require_auth=False)
+    serve(config, ready=lambda sim: print(sim.base_url(), flush=True))
+
+
+# -- inputs and the machine ----------------------------------------------------------------
+
+
+def make_input(path: Path, n: int, *, batch: int = 100_000) -> Path:
+    """A Parquet file of ``n`` rows (``id``, ``prompt``), written in batches."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("id", pa.string()), ("prompt", pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, n, batch):
+            stop = min(n, start + batch)
+            ids = [f"row-{i:08d}" for i in range(start, stop)]
+            prompts = [f"Summarise item {i} in one short sentence." for i in range(start, stop)]
+            writer.write_table(pa.table({"id": ids, "prompt": prompts}, schema=schema))
+    return path
+
+
+def machine() -> dict[str, str | int]:
+    model = platform.processor() or "unknown"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model,
+        "nproc": os.cpu_count() or 0,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="serve a benchmark server in the foreground")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="the simulator with a fixed time to first token")
+    sim.add_argument("--port", type=int, required=True)
+    sim.add_argument("--ttft", type=float, required=True, metavar="SECONDS")
+    args = parser.parse_args()
+    _serve_simulator(args.port, args.ttft)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,509 @@
+"""batchrunner against what its users would otherwise write, on the same workload and server.
+
+Every tool runs in a fresh process (``peers.py``) that times only its own run; the server
+runs in another. A tool's figures are reported only if its output has exactly one ``ok``
+row per input id. Workloads:
+
+- overhead: N rows Parquet → chat completions → Parquet, against nginx returning a canned
+  answer (the client is the bottleneck) and against the simulator at zero latency;
+- in-flight: the simulator answering after a fixed delay, 1,000 and 5,000 requests in
+  flight, wall time against the ideal N × latency / concurrency;
+- memory: batchrunner's peak RSS at growing input sizes, ``--dry-run`` and a real run.
+
+    python benchmarks/compare.py [--quick] [--n N] [--concurrency C]
+        [--workloads overhead,inflight,memory] [--servers nginx,sim] [--tools a,b] [--no-install]
+
+Results: ``benchmarks/results/compare.json`` and ``compare.md``; the tables are printed too.
+Exit status 0, 1 if batchrunner itself failed, 4 if only nginx was asked for and is unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from common import REPO, ServerUnavailable, child_env, machine, make_input, run_nginx, run_simulator
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PEERS = HERE / "peers.py"
+FLOOR = "aiohttp"
+TOOLS = (
+    "batchrunner",
+    "aiohttp",
+    "aiohttp-stdloop",
+    "httpx-aiohttp",
+    "httpx",
+    "openai",
+    "cookbook",
+    "litellm",
+)
+QUICK_TOOLS = ("batchrunner", "aiohttp", "openai")
+DESCRIPTIONS = {
+    "batchrunner": "batchrunner CLI (`run … --no-adapt --progress off`), httpx over aiohttp",
+    "batchrunner-dry-run": "batchrunner CLI `run --dry-run`",
+    "aiohttp": "bare asyncio + semaphore over aiohttp (the floor)",
+    "aiohttp-stdloop": "the same on the stdlib event loop instead of uvloop",
+    "httpx-aiohttp": "asyncio + semaphore over httpx.AsyncClient with AiohttpTransport",
+    "httpx": "asyncio + semaphore over httpx.AsyncClient, default transport",
+    "openai": "openai AsyncOpenAI + asyncio.Semaphore, SDK defaults",
+    "cookbook": "OpenAI cookbook parallel processor (aiohttp, token buckets, 1 ms loop)",
+    "litellm": "litellm.acompletion + asyncio.Semaphore (model openai/…, api_base)",
+}
+
+
+@dataclass(slots=True)
+class Measurement:
+    workload: str
+    server: str
+    tool: str
+    n: int
+    concurrency: int
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    user_s: float | None = None
+    sys_s: float | None = None
+    maxrss_mb: float | None = None
+    throttled: int | None = None
+    ideal_s: float | None = None
+    latency_s: float | None = None
+    valid: bool = False
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float | None:
+        return self.n / self.wall_s if self.valid and self.wall_s else None
+
+    @property
+    def cpu_per_1k(self) -> float | None:
+        return self.cpu_s * 1000 / self.n if self.valid and self.cpu_s is not None else None
+
+
+def check_output(path: Path, n: int) -> str | None:
+    """None when the output has exactly one ok row per input id; else what is wrong."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        return "no output file"
+    table = pq.read_table(path, columns=["id", "status"])
+    if table.num_rows != n:
+        return f"{table.num_rows:,} rows for {n:,} inputs"
+    ids = set(table.column("id").to_pylist())
+    expected = {f"row-{i:08d}" for i in range(n)}
+    if ids != expected:
+        return f"ids differ from the input ({len(ids ^ expected):,} mismatched)"
+    ok = pc.sum(pc.equal(table.column("status"), "ok")).as_py() or 0
+    if ok != n:
+        return f"{n - ok:,} rows not ok"
+    return None
+
+
+def run_tool(
+    m: Measurement, source: Path, url: str, *, max_tokens: int, timeout_s: float, workdir: Path
+) -> Measurement:
+    out = workdir / f"{m.workload}-{m.server}-{m.tool}-{m.n}.parquet"
+    out.unlink(missing_ok=True)
+    argv = [sys.executable, str(PEERS), m.tool, "--input", str(source), "--output", str(out)]
+    argv += ["--url", url, "--concurrency", str(m.concurrency), "--max-tokens", str(max_tokens)]
+    label = f"{m.workload}/{m.server} {m.tool} n={m.n:,} c={m.concurrency:,}"
+    print(f"… {label}", file=sys.stderr, flush=True)
+    try:
+        done = subprocess.run(
+            argv, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        m.note = f"did not finish within {timeout_s:g} s"
+        return m
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        m.note = f"exit {done.returncode}: {tail[:160]}"
+        return m
+    figures = json.loads(line[len("BENCH ") :])
+    for key in ("wall_s", "cpu_s", "user_s", "sys_s", "maxrss_mb", "throttled"):
+        setattr(m, key, figures[key])
+    if m.tool.endswith("dry-run"):
+        m.valid = figures["exit_status"] == 0
+        m.note = "" if m.valid else f"exit {figures['exit_status']}"
+        return m
+    problem = check_output(out, m.n)
+    m.valid = problem is None
+    m.note = problem or ""
+    out.unlink(missing_ok=True)
+    print(
+        f"  {m.n / m.wall_s if m.wall_s else 0:,.0f} req/s, "
+        f"{(m.cpu_s or 0) * 1000 / m.n:.2f} CPU s/1k, {m.maxrss_mb:.0f} MB {m.note}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return m
+
+
+# -- formatting -----------------------------------------------------------------------------
+
+
+def _f(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or not b else f"{a / b:.2f}×"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = [
+        "| "
+        + " | ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        + " |"
+        for r in rows
+    ]
+    return "\n".join([line, rule, *body])
+
+
+def overhead_table(ms: list[Measurement]) -> str:
+    base = next((m for m in ms if m.tool == "batchrunner" and m.valid), None)
+    floor = next((m for m in ms if m.tool == FLOOR and m.valid), None)
+    header = [
+        "tool",
+        "req/s",
+        "wall s",
+        "wall vs floor",
+        "CPU s/1k req",
+        "peak RSS MB",
+        "429s",
+        "req/s vs batchrunner",
+        "CPU vs batchrunner",
+        "outputs",
+    ]
+    rows = []
+    for m in ms:
+        if not m.valid:
+            rows.append([m.tool, "—", "—", "—", "—", "—", "—", "—", "—", m.note or "invalid"])
+            continue
+        rows.append(
+            [
+                m.tool,
+                _f(m.rps, ",.0f"),
+                _f(m.wall_s, ".2f"),
+                _ratio(m.wall_s, floor.wall_s if floor else None),
+                _f(m.cpu_per_1k, ".3f"),
+                _f(m.maxrss_mb, ".0f"),
+                str(m.throttled),
+                _ratio(m.rps, base.rps if base else None),
+                _ratio(m.cpu_per_1k, base.cpu_per_1k if base else None),
+                "ok",
+            ]
+        )
+    return table(header, rows)
+
+
+def inflight_table(ms: list[Measurement]) -> str:
+    header = [
+        "tool",
+        "in flight",
+        "N",
+        "latency s",
+        "ideal s",
+        "wall s",
+        "wall / ideal",
+        "req/s",
+        "CPU s/1k req",
+        "peak RSS MB",
+        "429s",
+        "outputs",
+    ]
+    rows = []
+    for m in ms:
+        rows.append(
+            [
+                m.tool,
+                f"{m.concurrency:,}",
+                f"{m.n:,}",
+                _f(m.latency_s, ".2f"),
+                _f(m.ideal_s, ".2f"),
+                _f(m.wall_s if m.valid else None, ".2f"),
+                _ratio(m.wall_s, m.ideal_s) if m.valid else "—",
+                _f(m.rps, ",.0f"),
+                _f(m.cpu_per_1k, ".3f"),
+                _f(m.maxrss_mb if m.valid else None, ".0f"),
+                str(m.throttled) if m.valid else "—",
+                "ok" if m.valid else m.note or "invalid",
+            ]
+        )
+    return table(header, rows)
+
+
+def memory_table(ms: list[Measurement]) -> str:
+    header = ["mode", "server", "input rows", "wall s", "CPU s/1k rows", "peak RSS MB", "outputs"]
+    rows = []
+    for m in ms:
+        rows.append(
+            [
+                m.tool,
+                m.server,
+                f"{m.n:,}",
+                _f(m.wall_s if m.valid else None, ".2f"),
+                _f(m.cpu_per_1k, ".3f"),
+                _f(m.maxrss_mb if m.valid else None, ".0f"),
+                "ok" if m.valid else m.note or "invalid",
+            ]
+        )
+    return table(header, rows)
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Plan:
+    n: int
+    sim_n: int
+    concurrency: int
+    max_tokens: int
+    tools: tuple[str, ...]
+    servers: tuple[str, ...]
+    workloads: tuple[str, ...]
+    inflight: tuple[int, ...]
+    inflight_latency_s: float
+    inflight_waves: int
+    dry_sizes: tuple[int, ...]
+    run_sizes: tuple[int, ...]
+    install: bool
+    timeout_s: float
+
+
+def build_plan(args: argparse.Namespace) -> Plan:
+    quick = args.quick
+    tools = tuple(args.tools.split(",")) if args.tools else (QUICK_TOOLS if quick else TOOLS)
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        raise SystemExit(f"unknown tools: {', '.join(sorted(unknown))}; known: {', '.join(TOOLS)}")
+    if "batchrunner" not in tools:
+        tools = ("batchrunner", *tools)
+    n = args.n or (500 if quick else 20_000)
+    return Plan(
+        n=n,
+        sim_n=args.sim_n or (n if quick else 5_000),
+        concurrency=args.concurrency,
+        max_tokens=args.max_tokens,
+        tools=tools,
+        servers=tuple(args.servers.split(",")),
+        workloads=tuple(args.workloads.split(",")),
+        inflight=(200,) if quick else (1_000, 5_000),
+        inflight_latency_s=0.5 if quick else args.latency,
+        inflight_waves=2 if quick else 3,
+        dry_sizes=(10_000, 50_000) if quick else (10_000, 100_000, 1_000_000),
+        run_sizes=(500, 1_500) if quick else (10_000, 100_000, args.memory_n),
+        install=not args.no_install,
+        timeout_s=args.tool_timeout,
+    )
+
+
+def overhead(plan: Plan, workdir: Path, notes: list[str]) -> dict[str, list[Measurement]]:
+    out: dict[str, list[Measurement]] = {}
+    for server in plan.servers:
+        n = plan.n if server == "nginx" else plan.sim_n
+        source = make_input(workdir / f"in-{n}.parquet", n)
+        try:
+            ctx = run_nginx(install=plan.install) if server == "nginx" else run_simulator()
+            with ctx as url:
+                ms = []
+                for tool in plan.tools:
+                    m = Measurement("overhead", server, tool, n, plan.concurrency)
+                    ms.append(
+                        run_tool(
+                            m,
+                            source,
+                            url,
+                            max_tokens=plan.max_tokens,
+                            timeout_s=plan.timeout_s,
+                            workdir=workdir,
+                        )
+                    )
+                out[server] = ms
+        except ServerUnavailable as exc:
+            notes.append(f"overhead against {server} skipped: {exc}")
+            print(f"! {notes[-1]}", file=sys.stderr)
+    return out
+
+
+def inflight(plan: Plan, workdir: Path) -> list[Measurement]:
+    ms: list[Measurement] = []
+    latency = plan.inflight_latency_s
+    with run_simulator(ttft_s=latency) as url:
+        for concurrency in plan.inflight:
+            n = plan.inflight_waves * concurrency
+            source = make_input(workdir / f"in-{n}.parquet", n)
+            for tool in ("batchrunner", FLOOR):
+                m = Measurement("inflight", "simulator", tool, n, concurrency)
+                m.latency_s = latency
+                m.ideal_s = n * latency / concurrency
+                ms.append(
+                    run_tool(
+                        m,
+                        source,
+                        url,
+                        max_tokens=plan.max_tokens,
+                        timeout_s=plan.timeout_s,
+                        workdir=workdir,
+                    )
+                )
+    return ms
+
+
+def memory(plan: Plan, workdir: Path, notes: list[str]) -> list[Measurement]:
+    ms: list[Measurement] = []
+    for n in plan.dry_sizes:
+        source = make_input(workdir / f"in-{n}.parquet", n)
+        m = Measurement("memory", "none", "batchrunner-dry-run", n, plan.concurrency)
+        ms.append(
+            run_tool(
+                m,
+                source,
+                "http://127.0.0.1:9",
+                max_tokens=plan.max_tokens,
+                timeout_s=plan.timeout_s,
+                workdir=workdir,
+            )
+        )
+    server = "nginx" if "nginx" in plan.servers else "simulator"
+    try:
+        ctx = run_nginx(install=plan.install) if server == "nginx" else run_simulator()
+        with ctx as url:
+            for n in plan.run_sizes:
+                source = make_input(workdir / f"in-{n}.parquet", n)
+                m = Measurement("memory", server, "batchrunner", n, plan.concurrency)
+                ms.append(
+                    run_tool(
+                        m,
+                        source,
+                        url,
+                        max_tokens=plan.max_tokens,
+                        timeout_s=plan.timeout_s,
+                        workdir=workdir,
+                    )
+                )
+    except ServerUnavailable as exc:
+        notes.append(f"memory runs against {server} skipped: {exc}")
+    return ms
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, ~20 s")
+    parser.add_argument("--n", type=int, help="overhead rows against nginx (default 20,000)")
+    parser.add_argument("--sim-n", type=int, help="overhead rows against the simulator (5,000)")
+    parser.add_argument("--concurrency", type=int, default=100, help="overhead in flight (100)")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=2.0, help="in-flight workload delay")
+    parser.add_argument("--memory-n", type=int, default=200_000, help="largest real-run size")
+    parser.add_argument("--workloads", default="overhead,inflight,memory")
+    parser.add_argument("--servers", default="nginx,sim", help="for the overhead workload")
+    parser.add_argument("--tools", help=f"comma-separated subset of {','.join(TOOLS)}")
+    parser.add_argument("--no-install", action="store_true", help="never apt-get nginx")
+    parser.add_argument("--tool-timeout", type=float, default=600.0, metavar="SECONDS")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write results")
+    args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the servers' cleanup runs and no nginx is left behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    plan = build_plan(args)
+    began = time.monotonic()
+    notes: list[str] = []
+    sections: list[tuple[str, str, list[Measurement]]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        workdir = Path(tmp)
+        if "overhead" in plan.workloads:
+            for server, ms in overhead(plan, workdir, notes).items():
+                n = ms[0].n
+                against = (
+                    "nginx (canned answer)" if server == "nginx" else "the simulator, zero latency"
+                )
+                title = (
+                    f"Overhead: {n:,} rows Parquet → Parquet against {against}, "
+                    f"{plan.concurrency} in flight"
+                )
+                sections.append((title, overhead_table(ms), ms))
+        if "inflight" in plan.workloads:
+            ms = inflight(plan, workdir)
+            title = (
+                f"In-flight scale: simulator answering after {plan.inflight_latency_s:g} s, "
+                f"N = {plan.inflight_waves} × in-flight"
+            )
+            sections.append((title, inflight_table(ms), ms))
+        if "memory" in plan.workloads:
+            ms = memory(plan, workdir, notes)
+            sections.append(("Memory: batchrunner peak RSS by input size", memory_table(ms), ms))
+    elapsed = time.monotonic() - began
+    info = machine()
+    command = "python benchmarks/compare.py " + shlex.join(sys.argv[1:])
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    head = [
+        "# batchrunner vs peers",
+        "",
+        f"- command: `{command.strip()}`",
+        f"- date: {date}; total time {elapsed:.0f} s",
+        f"- machine: {info['cpu']}, {info['nproc']} CPUs, Python {info['python']}, {info['os']}",
+        f"- request: one user message, `max_tokens` {plan.max_tokens}; every tool runs in its "
+        "own process on uvloop (except aiohttp-stdloop); CPU = user + system time of that "
+        "process around the run (read, send, write), server excluded; peak RSS = its ru_maxrss.",
+        "- a tool's figures are shown only if its output has one ok row per input id.",
+        "",
+        "Tools:",
+        *(
+            f"- `{t}`: {DESCRIPTIONS[t]}"
+            for t in (*plan.tools, "batchrunner-dry-run")
+            if t in DESCRIPTIONS
+        ),
+    ]
+    if notes:
+        head += ["", "Notes:", *(f"- {n}" for n in notes)]
+    body = [f"\n## {title}\n\n{text}" for title, text, _ in sections]
+    markdown = "\n".join(head) + "\n" + "\n".join(body) + "\n"
+    print(markdown)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "compare.md").write_text(markdown, encoding="utf-8")
+    payload = {
+        "command": command.strip(),
+        "date": date,
+        "machine": info,
+        "elapsed_s": elapsed,
+        "notes": notes,
+        "plan": asdict(plan),
+        "sections": [
+            {
+                "title": title,
+                "measurements": [
+                    {**asdict(m), "req_per_s": m.rps, "cpu_s_per_1k": m.cpu_per_1k} for m in ms
+                ],
+            }
+            for title, _, ms in sections
+        ],
+    }
+    (args.results / "compare.json").write_text(json.dumps(payload, indent=2) + "\n", "utf-8")
+    measured = [m for _, _, ms in sections for m in ms]
+    if plan.servers == ("nginx",) and not measured:
+        return 4
+    if any(m.tool.startswith("batchrunner") and not m.valid for m in measured):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

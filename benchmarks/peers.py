@@ -1,0 +1,459 @@
+"""One tool, one run, in a fresh process: the child side of ``compare.py``.
+
+Each tool reads the same Parquet input, sends every row as one chat completion with at
+most ``--concurrency`` requests in flight, and writes one result row per input row to
+Parquet, the way its users would write it. The process measures its own CPU time
+(``getrusage(RUSAGE_SELF)``, all threads) and wall time around the run only, after its
+imports, and prints one JSON line with the figures; peak RSS is the process's ``ru_maxrss``.
+
+    python benchmarks/peers.py TOOL --input IN.parquet --output OUT.parquet --url BASE_URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+Row = dict[str, Any]
+Send = Callable[[str, str], Awaitable[Row]]
+
+TOOLS = (
+    "batchrunner",
+    "batchrunner-dry-run",
+    "aiohttp",
+    "aiohttp-stdloop",
+    "httpx",
+    "httpx-aiohttp",
+    "openai",
+    "cookbook",
+    "litellm",
+)
+
+
+# -- what every peer shares: read, bounded fan-out, write ---------------------------------
+
+
+def read_input(path: Path) -> list[tuple[str, str]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["id", "prompt"])
+    return list(
+        zip(table.column("id").to_pylist(), table.column("prompt").to_pylist(), strict=True)
+    )
+
+
+def write_output(path: Path, rows: list[Row]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def ok_row(row_id: str, data: dict[str, Any], started: float) -> Row:
+    usage = data.get("usage") or {}
+    return {
+        "id": row_id,
+        "status": "ok",
+        "output": data["choices"][0]["message"].get("content"),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+        "latency_s": time.perf_counter() - started,
+        "http_status": 200,
+    }
+
+
+def error_row(row_id: str, status: int | None, message: str, started: float) -> Row:
+    return {
+        "id": row_id,
+        "status": "error",
+        "output": None,
+        "prompt_tokens": None,
+        "completion_tokens": None,
+        "total_tokens": None,
+        "latency_s": time.perf_counter() - started,
+        "http_status": status,
+        "error": message[:200],
+    }
+
+
+async def gather_bounded(
+    rows: Iterable[tuple[str, str]], concurrency: int, send: Send
+) -> list[Row]:
+    """The hand-written pattern: one coroutine per row, a semaphore, ``asyncio.gather``."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(row_id: str, prompt: str) -> Row:
+        async with semaphore:
+            return await send(row_id, prompt)
+
+    return list(await asyncio.gather(*(one(i, p) for i, p in rows)))
+
+
+class Job:
+    """What a run is asked to do, and the 429s it saw."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.input = Path(args.input)
+        self.output = Path(args.output)
+        self.base_url = args.url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
+        self.model = args.model
+        self.concurrency = args.concurrency
+        self.max_tokens = args.max_tokens
+        self.throttled = 0
+
+    def payload(self, prompt: str) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": self.max_tokens,
+        }
+
+
+# -- the peers -----------------------------------------------------------------------------
+
+
+async def run_aiohttp(job: Job, rows: list[tuple[str, str]]) -> list[Row]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=job.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def send(row_id: str, prompt: str) -> Row:
+            started = time.perf_counter()
+            try:
+                async with session.post(job.url, json=job.payload(prompt)) as response:
+                    if response.status != 200:
+                        job.throttled += response.status == 429
+                        return error_row(row_id, response.status, await response.text(), started)
+                    return ok_row(row_id, await response.json(), started)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return error_row(row_id, None, repr(exc), started)
+
+        return await gather_bounded(rows, job.concurrency, send)
+
+
+async def run_httpx(job: Job, rows: list[tuple[str, str]], *, aiohttp_transport: bool) -> list[Row]:
+    import httpx
+
+    limits = httpx.Limits(
+        max_connections=job.concurrency, max_keepalive_connections=job.concurrency
+    )
+    transport: httpx.AsyncBaseTransport | None = None
+    if aiohttp_transport:
+        from httpx_aiohttp import AiohttpTransport
+
+        transport = AiohttpTransport(limits=limits)
+    async with httpx.AsyncClient(limits=limits, transport=transport, timeout=600.0) as client:
+
+        async def send(row_id: str, prompt: str) -> Row:
+            started = time.perf_counter()
+            try:
+                response = await client.post(job.url, json=job.payload(prompt))
+            except httpx.HTTPError as exc:
+                return error_row(row_id, None, repr(exc), started)
+            if response.status_code != 200:
+                job.throttled += response.status_code == 429
+                return error_row(row_id, response.status_code, response.text, started)
+            return ok_row(row_id, response.json(), started)
+
+        return await gather_bounded(rows, job.concurrency, send)
+
+
+async def run_openai(job: Job, rows: list[tuple[str, str]]) -> list[Row]:
+    import openai
+
+    # What most people write: the defaults (2 retries, the SDK's own connection pool).
+    client = openai.AsyncOpenAI(base_url=job.base_url, api_key="unused-by-local-server")
+    async with client:
+
+        async def send(row_id: str, prompt: str) -> Row:
+            started = time.perf_counter()
+            try:
+                completion = await client.chat.completions.create(
+                    model=job.model,
+                    messages=[{"role": "user", "content": prompt}],
+                    max_tokens=job.max_tokens,
+                )
+            except openai.APIStatusError as exc:
+                job.throttled += exc.status_code == 429
+                return error_row(row_id, exc.status_code, str(exc), started)
+            except openai.APIError as exc:
+                return error_row(row_id, None, repr(exc), started)
+            return ok_row(row_id, completion.model_dump(), started)
+
+        return await gather_bounded(rows, job.concurrency, send)
+
+
+async def run_litellm(job: Job, rows: list[tuple[str, str]]) -> list[Row]:
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+
+    async def send(row_id: str, prompt: str) -> Row:
+        started = time.perf_counter()
+        try:
+            response = await litellm.acompletion(
+                model="openai/" + job.model,
+                api_base=job.base_url,
+                api_key="unused-by-local-server",
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=job.max_tokens,
+            )
+        except litellm.RateLimitError as exc:
+            job.throttled += 1
+            return error_row(row_id, 429, str(exc), started)
+        except litellm.APIError as exc:
+            return error_row(row_id, getattr(exc, "status_code", None), str(exc), started)
+        return ok_row(row_id, response.model_dump(), started)
+
+    return await gather_bounded(rows, job.concurrency, send)
+
+
+async def run_cookbook(job: Job, rows: list[tuple[str, str]]) -> list[Row]:
+    """The OpenAI cookbook's parallel processor, rebuilt from its description.
+
+    One loop takes the next request (retries first), refills a request bucket and a token
+    bucket from the time elapsed, dispatches the request as a task when both hold enough
+    capacity, and sleeps 1 ms; each task appends its result to a JSONL file as it finishes;
+    a 429 pauses dispatch for 15 s and requeues the request. The buckets are sized so they
+    never bind here; an in-flight cap equal to the other tools' concurrency is the one
+    addition, so that every tool runs with the same number of requests in flight. Token
+    counting uses len/4 instead of tiktoken, whose encodings are downloaded at run time.
+    """
+    import aiohttp
+
+    max_rpm, max_tpm = 1e9, 1e12
+    sleep_each_loop, cooldown_s = 0.001, 15.0
+    jsonl = job.output.with_suffix(".cookbook.jsonl")
+    jsonl.unlink(missing_ok=True)
+    retry_queue: asyncio.Queue[tuple[str, str, int]] = asyncio.Queue()
+    status = {"in_progress": 0, "in_flight": 0, "last_rate_limit": 0.0}
+    tasks: set[asyncio.Task[None]] = set()
+    pending = iter(rows)
+    exhausted = False
+    request_capacity, token_capacity = max_rpm, max_tpm
+    last_update = time.time()
+
+    def append(record: dict[str, Any]) -> None:
+        with open(jsonl, "a", encoding="utf-8") as f:  # per result, as the cookbook does
+            f.write(json.dumps(record) + "\n")
+
+    async def call(session: aiohttp.ClientSession, row_id: str, prompt: str, left: int) -> None:
+        started = time.perf_counter()
+        payload = job.payload(prompt)
+        error: str | None = None
+        try:
+            async with session.post(job.url, json=payload) as response:
+                data = await response.json(content_type=None)
+            if "error" in data or response.status != 200:
+                error = json.dumps(data)[:200]
+                if response.status == 429:
+                    job.throttled += 1
+                    status["last_rate_limit"] = time.time()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            error = repr(exc)
+        status["in_flight"] -= 1
+        if error is not None and left > 0:
+            retry_queue.put_nowait((row_id, prompt, left))
+            return
+        if error is not None:
+            append({"id": row_id, "request": payload, "error": error})
+        else:
+            append(
+                {
+                    "id": row_id,
+                    "request": payload,
+                    "response": data,
+                    "latency_s": time.perf_counter() - started,
+                }
+            )
+        status["in_progress"] -= 1
+
+    connector = aiohttp.TCPConnector(limit=job.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        request: tuple[str, str, int] | None = None
+        while True:
+            if request is None:
+                if not retry_queue.empty():
+                    request = retry_queue.get_nowait()
+                elif not exhausted:
+                    try:
+                        row_id, prompt = next(pending)
+                        request = (row_id, prompt, 5)
+                        status["in_progress"] += 1
+                    except StopIteration:
+                        exhausted = True
+            now = time.time()
+            elapsed, last_update = now - last_update, now
+            request_capacity = min(request_capacity + max_rpm * elapsed / 60.0, max_rpm)
+            token_capacity = min(token_capacity + max_tpm * elapsed / 60.0, max_tpm)
+            if request is not None:
+                tokens = len(request[1]) // 4 + job.max_tokens
+                if (
+                    request_capacity >= 1
+                    and token_capacity >= tokens
+                    and status["in_flight"] < job.concurrency
+                ):
+                    request_capacity -= 1
+                    token_capacity -= tokens
+                    status["in_flight"] += 1
+                    task = asyncio.create_task(
+                        call(session, request[0], request[1], request[2] - 1)
+                    )
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    request = None
+            if status["in_progress"] == 0:
+                break
+            await asyncio.sleep(sleep_each_loop)
+            pause = status["last_rate_limit"] + cooldown_s - time.time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    # Its users then turn the JSONL into a table.
+    out: list[Row] = []
+    with open(jsonl, encoding="utf-8") as f:  # noqa: ASYNC230 (the run is over)
+        for line in f:
+            record = json.loads(line)
+            if "response" in record:
+                data = record["response"]
+                usage = data.get("usage") or {}
+                out.append(
+                    {
+                        "id": record["id"],
+                        "status": "ok",
+                        "output": data["choices"][0]["message"].get("content"),
+                        "prompt_tokens": usage.get("prompt_tokens"),
+                        "completion_tokens": usage.get("completion_tokens"),
+                        "total_tokens": usage.get("total_tokens"),
+                        "latency_s": record["latency_s"],
+                        "http_status": 200,
+                    }
+                )
+            else:
+                out.append(error_row(record["id"], None, record["error"], time.perf_counter()))
+    jsonl.unlink()
+    return out
+
+
+# -- batchrunner ---------------------------------------------------------------------------
+
+
+def batchrunner_argv(job: Job, *, dry_run: bool, summary: Path) -> list[str]:
+    argv = ["run", str(job.input), "-o", str(job.output), "--base-url", job.base_url]
+    argv += ["--no-auth", "--model", job.model, "--max-tokens", str(job.max_tokens)]
+    argv += ["--concurrency", str(job.concurrency), "--no-adapt", "--progress", "off"]
+    argv += ["--restart", "--summary", str(summary)]
+    if dry_run:
+        argv.append("--dry-run")
+    return argv
+
+
+def run_batchrunner(job: Job, *, dry_run: bool) -> int:
+    from batchrunner import cli
+
+    summary = job.output.with_suffix(".summary.json")
+    status = cli.main(batchrunner_argv(job, dry_run=dry_run, summary=summary))
+    if summary.exists():
+        total = json.loads(summary.read_text(encoding="utf-8")).get("total") or {}
+        # 429s retried, plus rows whose last answer was still a 429.
+        job.throttled += (total.get("retries_by_cause") or {}).get("rate_limited", 0)
+        job.throttled += (total.get("errors_by_type") or {}).get("rate_limited", 0)
+        summary.unlink()
+    return status
+
+
+def preload(tool: str) -> None:
+    """Import what the tool needs before the clock starts: imports are not the run."""
+    import pyarrow.parquet  # noqa: F401
+
+    if tool.startswith("batchrunner"):
+        import httpx_aiohttp
+
+        import batchrunner.cli
+        import batchrunner.dryrun
+        import batchrunner.report
+        import batchrunner.runner  # noqa: F401
+    elif tool == "openai":
+        import openai  # noqa: F401
+    elif tool == "litellm":
+        os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no network at import
+        import litellm  # noqa: F401
+    elif tool.startswith("httpx"):
+        import httpx  # noqa: F401
+        import httpx_aiohttp  # noqa: F401
+    else:
+        import aiohttp  # noqa: F401
+
+
+def run_peer(job: Job, tool: str) -> None:
+    async def main() -> None:
+        rows = read_input(job.input)
+        runners = {
+            "aiohttp": run_aiohttp,
+            "aiohttp-stdloop": run_aiohttp,
+            "httpx": lambda j, r: run_httpx(j, r, aiohttp_transport=False),
+            "httpx-aiohttp": lambda j, r: run_httpx(j, r, aiohttp_transport=True),
+            "openai": run_openai,
+            "cookbook": run_cookbook,
+            "litellm": run_litellm,
+        }
+        results = await runners[tool](job, rows)
+        write_output(job.output, results)
+
+    if tool == "aiohttp-stdloop":
+        asyncio.run(main())
+    else:
+        import uvloop
+
+        uvloop.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tool", choices=TOOLS)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--url", required=True, help="OpenAI base URL (before /chat/completions)")
+    parser.add_argument("--model", default="google/gemini-2.5-flash")
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    args = parser.parse_args()
+    job = Job(args)
+    preload(args.tool)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    exit_status = 0
+    if args.tool.startswith("batchrunner"):
+        exit_status = run_batchrunner(job, dry_run=args.tool == "batchrunner-dry-run")
+    else:
+        run_peer(job, args.tool)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {
+        "tool": args.tool,
+        "wall_s": wall,
+        "user_s": after.ru_utime - before.ru_utime,
+        "sys_s": after.ru_stime - before.ru_stime,
+        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "maxrss_mb": after.ru_maxrss / 1024,
+        "throttled": job.throttled,
+        "exit_status": exit_status,
+    }
+    sys.stdout.write("BENCH " + json.dumps(figures) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
