@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import orjson
 
 from batchrunner.auth import Authenticator, AuthHeaders
@@ -176,13 +175,11 @@ class ChatClient:
         url: str,
         auth: Authenticator,
         *,
-        timeout_s: float = 600.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._wire = wire
         self._url = url
         self._auth = auth
-        self._timeout_s = timeout_s
         self._clock = clock
 
     async def send(self, spec: RequestSpec) -> Answer:
@@ -207,24 +204,17 @@ class ChatClient:
     async def _attempt(self, spec: RequestSpec, creds: AuthHeaders) -> Answer:
         headers = dict(_SSE_HEADERS if spec.stream else _HEADERS)
         headers.update(creds.headers)
-        try:
-            with anyio.fail_after(self._timeout_s):
-                started = self._clock()
-                async with self._wire.post(self._url, headers, spec.body) as response:
-                    status = response.status
-                    if status >= 400:
-                        body = await response.read()
-                        raise error_from_response(status, response.headers, body)
-                    if spec.stream:
-                        return await self._read_stream(response, started)
-                    body = await response.read()
-                    return parse_completion(body, status, self._clock() - started)
-        except TimeoutError:
-            raise RequestError(
-                f"no complete answer within {self._timeout_s:g} s",
-                error_type="timeout",
-                retryable=True,
-            ) from None
+        # The wire bounds the whole attempt by its total timeout.
+        started = self._clock()
+        async with self._wire.post(self._url, headers, spec.body) as response:
+            status = response.status
+            if status >= 400:
+                body = await response.read()
+                raise error_from_response(status, response.headers, body)
+            if spec.stream:
+                return await self._read_stream(response, started)
+            body = await response.read()
+            return parse_completion(body, status, self._clock() - started)
 
     async def _read_stream(self, response: WireResponse, started: float) -> Answer:
         state = _StreamState()

@@ -320,6 +320,8 @@ class ResumeState:
 
     def is_done(self, id: str, model: str, *, retry_failed: bool) -> bool:
         """True when (id, model) must not be sent again."""
+        if not self.done:  # a fresh run: skip hashing every row
+            return False
         return self.is_key_done(key_of(id, model), retry_failed=retry_failed)
 
     def is_key_done(self, key: int, *, retry_failed: bool) -> bool:

@@ -262,7 +262,7 @@ class Runner:
         try:
             wire = self._wire()
             try:
-                client = ChatClient(wire, url, auth, timeout_s=cfg.timeout_s)
+                client = ChatClient(wire, url, auth)
                 sender = Sender(client, limiter, self._policy, prices, self.stats, self.counters)
                 async with anyio.create_task_group() as background:
                     await background.start(self._run_auth, auth)

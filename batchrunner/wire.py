@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import aiohttp
+import anyio
 import httpx
 
 from batchrunner.classify import error_from_exception
@@ -78,8 +79,10 @@ class AiohttpWire:
         self, *, connections: int, connect_timeout_s: float, read_timeout_s: float
     ) -> None:
         self._connections = connections
+        # ``total`` bounds the whole attempt, body included, so a stalled stream is
+        # abandoned; it is aiohttp's own deadline, cheaper than a cancel scope per request.
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+            total=read_timeout_s, sock_connect=connect_timeout_s, sock_read=read_timeout_s
         )
         self._session: aiohttp.ClientSession | None = None
 
@@ -102,9 +105,11 @@ class AiohttpWire:
         try:
             async with session.post(url, data=body, headers=headers) as response:
                 yield _AiohttpResponse(response)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError):
             raise RequestError(
-                f"timed out: {type(exc).__name__}", error_type="timeout", retryable=True
+                f"no complete answer within {self._timeout.total:g} s",
+                error_type="timeout",
+                retryable=True,
             ) from None
         except aiohttp.ClientError as exc:
             raise _connection_error(exc) from None
@@ -148,6 +153,7 @@ class HttpxWire:
         read_timeout_s: float = 600.0,
     ) -> None:
         self._transport = transport
+        self._total_s = read_timeout_s
         timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, pool=None)
         self._extensions = {"timeout": timeout.as_dict()}
 
@@ -159,12 +165,19 @@ class HttpxWire:
             "POST", url, content=body, headers=headers, extensions=self._extensions
         )
         try:
-            response = await self._transport.handle_async_request(request)
-            response.request = request
-            try:
-                yield _HttpxResponse(response)
-            finally:
-                await response.aclose()
+            with anyio.fail_after(self._total_s):
+                response = await self._transport.handle_async_request(request)
+                response.request = request
+                try:
+                    yield _HttpxResponse(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise RequestError(
+                f"no complete answer within {self._total_s:g} s",
+                error_type="timeout",
+                retryable=True,
+            ) from None
         except httpx.HTTPError as exc:
             raise error_from_exception(exc) from None
 

@@ -50,7 +50,7 @@ TOOLS = (
 )
 QUICK_TOOLS = ("batchrunner", "aiohttp", "openai")
 DESCRIPTIONS = {
-    "batchrunner": "batchrunner CLI (`run … --no-adapt --progress off`), httpx over aiohttp",
+    "batchrunner": "batchrunner CLI (`run … --no-adapt --progress off`): the full pipeline",
     "batchrunner-dry-run": "batchrunner CLI `run --dry-run`",
     "aiohttp": "bare asyncio + semaphore over aiohttp (the floor)",
     "aiohttp-stdloop": "the same on the stdlib event loop instead of uvloop",

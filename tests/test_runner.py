@@ -274,3 +274,16 @@ async def test_full_disk_aborts_with_status_3_and_keeps_a_resumable_output(
     assert resumed.exit_status == 0
     rows = read_results(tmp_path / "out.jsonl")
     assert sorted(r["id"] for r in rows) == sorted(f"q{i}" for i in range(300))
+
+
+@pytest.mark.parametrize("sim", [{"faults": {"stall": 0.2}, "stall_s": 3.0}], indirect=True)
+async def test_stalled_attempts_are_abandoned_at_the_timeout_and_retried(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # 40 rows, a fifth of attempts stall: no stall at all has probability 0.8**40 < 1e-3.
+    write_jsonl(tmp_path / "in.jsonl", prompts(40, max_tokens=16))
+    summary = await run(sim, tmp_path, timeout_s=0.5, concurrency=40)
+    rows = read_results(tmp_path / "out.jsonl")
+    assert {r["status"] for r in rows} == {"ok"}
+    assert summary.stats.total.retries_by_cause.get("timeout", 0) > 0
+    assert all(r["latency_s"] < 0.5 for r in rows)
