@@ -381,7 +381,10 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         finally:
             if display is not None:
                 display.close()
-    print(render_summary(summary.stats), file=sys.stderr)
+    if summary.stats.total.rows:
+        print(render_summary(summary.stats), file=sys.stderr)
+    else:
+        print("batchrunner: nothing to send", file=sys.stderr)
     notes = []
     if summary.skipped:
         notes.append(f"{summary.skipped:,} requests were already done in {config.output}")

@@ -49,6 +49,11 @@ def test_quickstart_runs_the_sample_on_the_simulator(tmp_path: Path) -> None:
     assert table.num_rows == 320
     assert set(table.column("status").to_pylist()) == {"ok"}
     assert "Run summary" in proc.stderr
+    again = cli("run", str(SAMPLE), "-o", str(out), "--simulate", "--progress", "off")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to send" in again.stderr
+    assert "320 requests were already done" in again.stderr
+    assert pq.read_table(out).num_rows == 320
 
 
 def test_two_models_on_parquet_input_with_a_summary_file(tmp_path: Path) -> None:
