@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TypeAlias
@@ -32,9 +31,7 @@ from batchrunner.resume import (
     parse_line,
     parts_dir,
     read_part_entries,
-    remove_quietly,
-    temp_path,
-    write_all,
+    replacing,
 )
 from batchrunner.schema import RESULT_SCHEMA
 
@@ -138,7 +135,7 @@ def finish_jsonl(path: Path, *, ordered: bool) -> None:
     if ordered:
         _rewrite_jsonl_sorted(path, last)
         return
-    with path.open("rb") as source, _replacing(path) as out:
+    with path.open("rb") as source, replacing(path) as out:
         index = 0
         for line in source:
             entry = parse_line(line)
@@ -189,7 +186,7 @@ def _rewrite_jsonl_sorted(path: Path, last: dict[int, int]) -> None:
         seal()
         order = pa.Table.from_batches(chunks).sort_by(_SORT_KEYS).select(["offset", "length"])
         chunks.clear()
-        with _replacing(path) as out:
+        with replacing(path) as out:
             fd = source.fileno()
             for batch in order.to_batches(BATCH_ROWS):
                 for at, length in zip(
@@ -289,7 +286,7 @@ def _write_compacted(
 ) -> None:
     schema = RESULT_SCHEMA.with_metadata({PARTS_THROUGH_KEY: str(through).encode()})
     collected: list[pa.Table] = []
-    with _replacing(out) as sink:
+    with replacing(out) as sink:
         writer = pq.ParquetWriter(sink, schema, compression=COMPRESSION)
         try:
             groups = _RowGroups(writer)
@@ -403,55 +400,3 @@ def _any_repeat(keys: Iterable[int], last: dict[int, int]) -> bool:
         if at is not None and at != index:
             return True
     return False
-
-
-class _FdSink:
-    """A minimal buffered binary file over a raw fd, writing through ``os.write``."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._position = 0
-        self.closed = False
-
-    def write(self, data: bytes) -> int:
-        chunk = bytes(data)
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
-        self._position += len(chunk)
-        if self._buffered >= 1 << 20:
-            self.flush()
-        return len(chunk)
-
-    def flush(self) -> None:
-        if self._chunks:
-            data = b"".join(self._chunks)
-            self._chunks, self._buffered = [], 0
-            write_all(self._fd, data)
-
-    def tell(self) -> int:
-        return self._position
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[_FdSink]:
-    """Write a new ``path`` through ``path.tmp``; renamed into place only when complete."""
-    tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            sink = _FdSink(fd)
-            yield sink
-            sink.flush()
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        remove_quietly(tmp)
-        raise
-    fsync_dir(path.parent)

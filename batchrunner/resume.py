@@ -31,6 +31,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -149,16 +150,48 @@ def remove_quietly(path: Path) -> None:
         path.unlink()
 
 
-def write_atomically(path: Path, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half.
+class FdSink:
+    """A minimal buffered binary file over a raw fd, writing through ``os.write``."""
 
-    Raises OSError; the temporary file is removed on failure.
-    """
-    tmp = path.with_name(path.name + ".tmp")
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._position = 0
+        self.closed = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        chunk = bytes(data)
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        self._position += len(chunk)
+        if self._buffered >= 1 << 20:
+            self.flush()
+        return len(chunk)
+
+    def flush(self) -> None:
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks, self._buffered = [], 0
+            write_all(self._fd, data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[FdSink]:
+    """Write a new ``path`` through ``path.tmp``; renamed into place only when complete."""
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         try:
-            write_all(fd, data)
+            sink = FdSink(fd)
+            yield sink
+            sink.flush()
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -167,6 +200,15 @@ def write_atomically(path: Path, data: bytes | memoryview) -> None:
         remove_quietly(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def write_atomically(path: Path, data: bytes | memoryview) -> None:
+    """Replace ``path`` with ``data``: complete or absent, whatever happens.
+
+    Raises OSError; the temporary file is removed on failure.
+    """
+    with replacing(path) as sink:
+        sink.write(data)
 
 
 # --- reading what is on disk ---------------------------------------------------------------
