@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from batchrunner import auth
+from batchrunner import auth, credentials
 from batchrunner.auth import (
     AuthConfig,
     AuthHeaders,
@@ -670,7 +670,7 @@ def no_ambient_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 def test_no_adc_found_gives_the_gcloud_and_env_var_fix() -> None:
     with pytest.raises(AuthError) as caught:
         build_authenticator(AuthConfig())
-    assert str(caught.value) == auth.NO_ADC_MESSAGE
+    assert str(caught.value) == credentials.NO_ADC_MESSAGE
 
 
 @pytest.mark.usefixtures("no_ambient_credentials")
