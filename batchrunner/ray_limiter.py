@@ -38,7 +38,8 @@ _Key = tuple[str, int]  # (owner, request number)
 
 
 class LimiterService:
-    """The actor's body (made remote by :func:`start_limiter`): a ``LocalLimiter`` by ticket."""
+    """The actor's body (made remote by :func:`start_limiter`): a ``LocalLimiter`` whose permits
+    are held here and named to workers by number."""
 
     def __init__(self, config: LimitConfig) -> None:
         self._limiter = LocalLimiter(config)
