@@ -356,7 +356,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         return 0
     from batchrunner.progress import ProgressDisplay, expected_requests
     from batchrunner.report import render_summary
-    from batchrunner.runner import Runner
+    from batchrunner.runner import run
 
     mode = ns.progress
     interactive = sys.stderr.isatty() if mode == "auto" else mode == "bar"
@@ -373,11 +373,8 @@ def _cmd_run(ns: argparse.Namespace) -> int:
             config, address=ns.ray_address, workers=ns.workers or 4, shards=ns.shards
         )
     else:
-        runner = Runner(config, prices=prices, on_progress=display, handle_signals=True)
-        import anyio
-
         try:
-            summary = anyio.run(runner.run, backend="asyncio", backend_options={"use_uvloop": True})
+            summary = run(config, prices=prices, on_progress=display, handle_signals=True)
         finally:
             if display is not None:
                 display.close()

@@ -117,7 +117,7 @@ class _StreamState:
         self.chunks = 0
         self.done = False
 
-    def feed(self, data: bytes, now: float, status: int) -> None:
+    def feed(self, data: bytes, now: float) -> None:
         if data == b"[DONE]":
             self.done = True
             return
@@ -231,10 +231,10 @@ class ChatClient:
                 line = buffer[:newline].rstrip(b"\r")
                 buffer = buffer[newline + 1 :]
                 if line.startswith(b"data:"):
-                    state.feed(line[5:].strip(), now, status)
+                    state.feed(line[5:].strip(), now)
         ended = clock()
         if buffer.startswith(b"data:"):
-            state.feed(buffer[5:].strip(), ended, status)
+            state.feed(buffer[5:].strip(), ended)
         if not state.done:
             raise truncated_stream_error(f"stream ended after {state.chunks} chunks without [DONE]")
         itl = None

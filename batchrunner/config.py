@@ -16,8 +16,8 @@ from typing import Any
 
 from batchrunner.auth import AuthConfig, Secret
 from batchrunner.errors import ConfigError
-from batchrunner.readers import InputFields
-from batchrunner.requests import RequestDefaults
+from batchrunner.readers import InputFields, InputRow
+from batchrunner.requests import RequestDefaults, RequestSpec, build_requests
 
 DEFAULT_MODEL = "google/gemini-2.5-flash"
 
@@ -93,6 +93,16 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed cannot be combined")
+
+    def requests_for(self, row: InputRow) -> list[RequestSpec]:
+        """The requests this run sends for ``row``; raises ``RowProblem`` for an unusable row."""
+        return build_requests(
+            row,
+            fields=self.fields,
+            models=self.models,
+            default_model=self.default_model,
+            defaults=self.request,
+        )
 
 
 # Names a job file may use at its top level, with their RunConfig field.
@@ -319,9 +329,7 @@ def _request(merged: Mapping[str, Any]) -> RequestDefaults:
 
 
 def _auth(table: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
-    mode = table.get("mode", "auto")
-    if mode not in ("auto", "adc", "static", "none"):
-        raise ConfigError(f"invalid auth mode {mode!r}: use auto, adc, static or none")
+    mode = table.get("mode", "auto")  # AuthConfig rejects an unknown mode
     token = env.get("OPENAI_API_KEY") or None
     if mode == "static" and not token:
         raise ConfigError("auth mode 'static' needs OPENAI_API_KEY to be set")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from batchrunner.config import RunConfig
 from batchrunner.pricing import PriceTable
 from batchrunner.readers import BadRow, read_rows
-from batchrunner.requests import RowProblem, build_requests
+from batchrunner.requests import RowProblem
 from batchrunner.usage import Usage
 
 ASSUMED_OUTPUT_TOKENS = 256
@@ -47,13 +47,7 @@ def estimate(
                 result.problems.append(f"{row.where}: {row.problem}")
             continue
         try:
-            specs = build_requests(
-                row,
-                fields=config.fields,
-                models=config.models,
-                default_model=config.default_model,
-                defaults=config.request,
-            )
+            specs = config.requests_for(row)
         except RowProblem as exc:
             result.bad_rows += 1
             if len(result.problems) < 5:

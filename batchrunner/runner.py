@@ -15,7 +15,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,11 @@ from batchrunner.idset import IdSet
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
 from batchrunner.readers import BadRow, InputRow, check_input
-from batchrunner.requests import RequestSpec, RowProblem, build_requests, row_models
+from batchrunner.requests import RequestSpec, RowProblem, row_models
 from batchrunner.resume import ResumeState, RunIdentity, check_identity, key_of, load_resume_state
 from batchrunner.retry import RetryPolicy
 from batchrunner.schema import Result
-from batchrunner.sender import Sender
+from batchrunner.sender import Sender, now_utc
 from batchrunner.shards import read_shard_rows, share
 from batchrunner.stats import RunStats, StatsSnapshot
 from batchrunner.wire import AiohttpWire, HttpxWire, Wire
@@ -99,10 +98,6 @@ class _Control:
         if self.fatal is None:
             self.fatal = str(exc)
         self.stop(str(exc))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def run_identity(config: RunConfig) -> RunIdentity:
@@ -379,13 +374,7 @@ class Runner:
                         await self._reject(row, row.problem, state, results)
                         continue
                     try:
-                        built = build_requests(
-                            row,
-                            fields=cfg.fields,
-                            models=cfg.models,
-                            default_model=cfg.default_model,
-                            defaults=cfg.request,
-                        )
+                        built = cfg.requests_for(row)
                     except RowProblem as exc:
                         await self._reject(row, str(exc), state, results)
                         continue
@@ -419,7 +408,7 @@ class Runner:
                 models = list(cfg.models) or [cfg.default_model]
         else:
             models = list(cfg.models) or [cfg.default_model]
-        now = _now()
+        now = now_utc()
         for model in models:
             if state.is_done(row.id, model, retry_failed=cfg.retry_failed):
                 self.counters.skipped += 1

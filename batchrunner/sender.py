@@ -27,7 +27,8 @@ DEFAULT_OUTPUT_ESTIMATE = 512  # tokens, until a model's real outputs have been 
 _AVERAGE_WINDOW = 1000
 
 
-def _now() -> datetime:
+def now_utc() -> datetime:
+    """The current time, timezone-aware UTC, as result rows record it."""
     return datetime.now(UTC)
 
 
@@ -77,7 +78,7 @@ class Sender:
         cost_guess = self.estimated_cost(spec.model, estimate)
         counters = self._counters
         limiter = self._limiter
-        started_at = _now()
+        started_at = now_utc()
         attempts = 0
         last_status: int | None = None
         usage = Usage()
@@ -159,7 +160,7 @@ class Sender:
             error_type=error.error_type,
             error_message=error.message,
             started_at=started_at,
-            finished_at=_now(),
+            finished_at=now_utc(),
         )
 
     def _ok_result(
@@ -210,5 +211,5 @@ class Sender:
             response_id=answer.response_id,
             traffic_type=usage.traffic_type,
             started_at=started_at,
-            finished_at=_now(),
+            finished_at=now_utc(),
         )

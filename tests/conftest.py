@@ -6,6 +6,7 @@ from types import MappingProxyType
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 from batchrunner.auth import AuthHeaders
@@ -14,6 +15,22 @@ from batchrunner.auth import AuthHeaders
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+class FakeClock:
+    """A monotonic clock for one task: sleeping records the wait and moves time forward."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await anyio.lowlevel.checkpoint()
 
 
 class RotatingAuth:

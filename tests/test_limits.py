@@ -12,6 +12,7 @@ import anyio.lowlevel
 import pytest
 
 from batchrunner.limits import LimitConfig, LocalLimiter, Outcome, Permit, TokenEstimate
+from tests.conftest import FakeClock
 
 SMALL = TokenEstimate(10, 10)
 OK = Outcome("ok")
@@ -21,22 +22,6 @@ BUSY = Outcome("throttled", retry_after=0.0, reason="dsq")  # the shared pool is
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class SteppingClock:
-    """For one task: sleeping simply moves time forward."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
 
 
 class VirtualClock:
@@ -71,15 +56,13 @@ class VirtualClock:
         await self.settle()
 
 
-def limiter(
-    config: LimitConfig, clock: SteppingClock | VirtualClock, seed: int = 1
-) -> LocalLimiter:
+def limiter(config: LimitConfig, clock: FakeClock | VirtualClock, seed: int = 1) -> LocalLimiter:
     return LocalLimiter(config, clock=clock, sleep=clock.sleep, rng=random.Random(seed))
 
 
 async def acquire_times(
     lim: LocalLimiter,
-    clock: SteppingClock,
+    clock: FakeClock,
     n: int,
     estimate: TokenEstimate = SMALL,
     outcome: Callable[[Permit], Outcome] = lambda _: OK,
@@ -97,7 +80,7 @@ async def acquire_times(
 
 @pytest.mark.anyio
 async def test_rpm_600_admits_a_one_second_burst_then_one_every_100ms() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(rpm=600, adaptive=False), clock)
     times = await acquire_times(lim, clock, 30)
     assert times[:10] == [0.0] * 10
@@ -107,7 +90,7 @@ async def test_rpm_600_admits_a_one_second_burst_then_one_every_100ms() -> None:
 
 @pytest.mark.anyio
 async def test_long_idle_does_not_bank_more_than_a_second_of_burst() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(rpm=600, adaptive=False), clock)
     await acquire_times(lim, clock, 5)
     clock.now = 3600.0
@@ -118,7 +101,7 @@ async def test_long_idle_does_not_bank_more_than_a_second_of_burst() -> None:
 
 @pytest.mark.anyio
 async def test_rate_over_a_minute_matches_rpm_plus_one_burst() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(rpm=120, adaptive=False), clock)
     times = await acquire_times(lim, clock, 300)
     assert sum(t < 60.0 for t in times) == 2 + 119  # the burst, then one every 0.5 s
@@ -126,7 +109,7 @@ async def test_rate_over_a_minute_matches_rpm_plus_one_burst() -> None:
 
 @pytest.mark.anyio
 async def test_tpm_weighs_input_plus_output_tokens() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(tpm=60_000, adaptive=False), clock)  # 1000 tokens/s
     times = await acquire_times(lim, clock, 4, TokenEstimate(300, 200))
     assert times == pytest.approx([0.0, 0.0, 0.5, 1.0])
@@ -134,12 +117,12 @@ async def test_tpm_weighs_input_plus_output_tokens() -> None:
 
 @pytest.mark.anyio
 async def test_input_tpm_weighs_only_input_and_output_tpm_only_output() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(input_tpm=60_000, output_tpm=6_000, adaptive=False), clock)
     # 100 output tokens per second is the tighter limit for this mix.
     times = await acquire_times(lim, clock, 4, TokenEstimate(500, 50))
     assert times == pytest.approx([0.0, 0.0, 0.5, 1.0])
-    clock2 = SteppingClock()
+    clock2 = FakeClock()
     lim2 = limiter(LimitConfig(input_tpm=60_000, output_tpm=6_000, adaptive=False), clock2)
     times2 = await acquire_times(lim2, clock2, 3, TokenEstimate(1000, 1))
     assert times2 == pytest.approx([0.0, 1.0, 2.0])
@@ -147,7 +130,7 @@ async def test_input_tpm_weighs_only_input_and_output_tpm_only_output() -> None:
 
 @pytest.mark.anyio
 async def test_estimate_larger_than_the_bucket_passes_and_the_next_request_pays() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(tpm=6_000, adaptive=False), clock)  # 100 tokens/s, bucket 100
     big = await lim.acquire("m", TokenEstimate(900, 100))
     assert clock() == 0.0
@@ -159,7 +142,7 @@ async def test_estimate_larger_than_the_bucket_passes_and_the_next_request_pays(
 
 @pytest.mark.anyio
 async def test_reconcile_credits_unused_tokens_to_the_bucket() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(tpm=60_000, adaptive=False), clock)  # 1000 tokens/s
     estimate = TokenEstimate(200, 800)
     times = await acquire_times(
@@ -171,7 +154,7 @@ async def test_reconcile_credits_unused_tokens_to_the_bucket() -> None:
 
 @pytest.mark.anyio
 async def test_reconcile_charges_usage_beyond_the_estimate() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(output_tpm=6_000, adaptive=False), clock)  # 100 out tokens/s
     permit = await lim.acquire("m", TokenEstimate(10, 10))
     lim.release(permit, Outcome("ok", input_tokens=10, output_tokens=510))
@@ -181,7 +164,7 @@ async def test_reconcile_charges_usage_beyond_the_estimate() -> None:
 
 @pytest.mark.anyio
 async def test_throttled_request_gives_back_its_tokens_but_not_its_request() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(rpm=60, tpm=60_000, adaptive=False, pause_base_s=0), clock)
     permit = await lim.acquire("m", TokenEstimate(900, 100))
     lim.release(permit, Outcome("throttled"))
@@ -352,7 +335,7 @@ async def test_release_wakes_a_waiter_blocked_on_concurrency_at_once() -> None:
 
 @pytest.mark.anyio
 async def test_releasing_a_permit_twice_is_an_error() -> None:
-    lim = limiter(LimitConfig(), SteppingClock())
+    lim = limiter(LimitConfig(), FakeClock())
     permit = await lim.acquire("m", SMALL)
     lim.release(permit, OK)
     with pytest.raises(RuntimeError, match="twice"):
@@ -380,7 +363,7 @@ def window(lim: LocalLimiter, model: str = "m") -> int:
 
 @pytest.mark.anyio
 async def test_slow_start_doubles_the_window_each_full_round_until_the_first_429() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(initial_concurrency=4, max_concurrency=100), clock)
     await wave(lim, "m", 4, OK)
     assert window(lim) == 8
@@ -390,7 +373,7 @@ async def test_slow_start_doubles_the_window_each_full_round_until_the_first_429
 
 @pytest.mark.anyio
 async def test_after_a_429_the_window_grows_by_about_one_per_round() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     config = LimitConfig(initial_concurrency=20, max_concurrency=100, decrease_factor=0.5)
     lim = limiter(config, clock)
     await wave(lim, "m", 1, BUSY)
@@ -402,7 +385,7 @@ async def test_after_a_429_the_window_grows_by_about_one_per_round() -> None:
 
 @pytest.mark.anyio
 async def test_a_burst_of_429s_from_one_round_shrinks_the_window_once() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     config = LimitConfig(initial_concurrency=32, max_concurrency=64, decrease_factor=0.5)
     lim = limiter(config, clock)
     permits = [await lim.acquire("m", SMALL) for _ in range(32)]
@@ -417,7 +400,7 @@ async def test_a_burst_of_429s_from_one_round_shrinks_the_window_once() -> None:
 
 @pytest.mark.anyio
 async def test_window_never_leaves_min_and_max_concurrency() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     config = LimitConfig(initial_concurrency=4, min_concurrency=3, max_concurrency=6)
     lim = limiter(config, clock)
     await wave(lim, "m", 4, OK)
@@ -432,7 +415,7 @@ async def test_window_never_leaves_min_and_max_concurrency() -> None:
 
 @pytest.mark.anyio
 async def test_window_does_not_grow_while_mostly_unused() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(initial_concurrency=8, max_concurrency=64), clock)
     for _ in range(100):
         await wave(lim, "m", 1, OK)
@@ -441,7 +424,7 @@ async def test_window_does_not_grow_while_mostly_unused() -> None:
 
 @pytest.mark.anyio
 async def test_non_adaptive_limiter_keeps_max_concurrency_through_429s() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(max_concurrency=12, adaptive=False), clock)
     await wave(lim, "m", 12, BUSY)
     assert window(lim) == 12
@@ -449,7 +432,7 @@ async def test_non_adaptive_limiter_keeps_max_concurrency_through_429s() -> None
 
 @pytest.mark.anyio
 async def test_cancelled_outcome_frees_the_slot_without_moving_the_window() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(initial_concurrency=4, max_concurrency=64), clock)
     await wave(lim, "m", 4, Outcome("cancelled"))
     await wave(lim, "m", 4, Outcome("error"))
@@ -459,7 +442,7 @@ async def test_cancelled_outcome_frees_the_slot_without_moving_the_window() -> N
 
 @pytest.mark.anyio
 async def test_window_shrinks_gently_when_latency_rises_well_above_its_baseline() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(initial_concurrency=40, max_concurrency=40), clock)
     for _ in range(2):
         await wave(lim, "m", 40, Outcome("ok", latency_s=1.0))
@@ -473,7 +456,7 @@ async def test_window_shrinks_gently_when_latency_rises_well_above_its_baseline(
 
 @pytest.mark.anyio
 async def test_noisy_latency_alone_does_not_shrink_the_window() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     rng = random.Random(7)
     lim = limiter(LimitConfig(initial_concurrency=20, max_concurrency=20), clock)
     for _ in range(50):
@@ -490,7 +473,7 @@ async def test_noisy_latency_alone_does_not_shrink_the_window() -> None:
 
 @pytest.mark.anyio
 async def test_429_with_retry_after_pauses_the_whole_model_that_long() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(max_concurrency=8), clock)
     permit = await lim.acquire("m", SMALL)
     lim.release(permit, Outcome("throttled", retry_after=39.0))
@@ -502,7 +485,7 @@ async def test_429_with_retry_after_pauses_the_whole_model_that_long() -> None:
 
 @pytest.mark.anyio
 async def test_429_without_retry_after_pauses_with_jitter_that_grows_then_resets() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     config = LimitConfig(max_concurrency=8, pause_base_s=1.0, pause_cap_s=30.0)
     lim = limiter(config, clock)
     pauses = []
@@ -521,7 +504,7 @@ async def test_429_without_retry_after_pauses_with_jitter_that_grows_then_resets
 async def test_pause_jitter_differs_between_limiters_with_different_seeds() -> None:
     pauses = set()
     for seed in range(5):
-        clock = SteppingClock()
+        clock = FakeClock()
         lim = limiter(LimitConfig(), clock, seed=seed)
         lim.release(await lim.acquire("m", SMALL), Outcome("throttled", reason="dsq"))
         pauses.add(lim.statistics().models["m"].paused_until)
@@ -530,7 +513,7 @@ async def test_pause_jitter_differs_between_limiters_with_different_seeds() -> N
 
 @pytest.mark.anyio
 async def test_models_are_limited_independently() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(rpm=60, max_concurrency=1), clock)
     held = await lim.acquire("a", SMALL)
     lim.release(await lim.acquire("b", SMALL), Outcome("throttled", retry_after=60.0))
@@ -544,7 +527,7 @@ async def test_models_are_limited_independently() -> None:
 
 @pytest.mark.anyio
 async def test_per_model_config_overrides_the_default() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = LocalLimiter(
         LimitConfig(rpm=60, adaptive=False),
         per_model={"fast": LimitConfig(rpm=6000, adaptive=False)},
@@ -682,7 +665,7 @@ async def test_learned_rate_converges_just_below_a_hard_quota_with_few_429s() ->
 
 @pytest.mark.anyio
 async def test_learned_rate_spreads_requests_evenly() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(initial_concurrency=32, max_concurrency=64), clock)
     # Twenty requests go at once; the server lets ten through and refuses the rest.
     permits = [await lim.acquire("m", SMALL) for _ in range(20)]
@@ -700,7 +683,7 @@ async def test_learned_rate_spreads_requests_evenly() -> None:
 
 @pytest.mark.anyio
 async def test_one_lone_429_does_not_throttle_the_model_to_a_crawl() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(max_concurrency=64), clock)
     lim.release(await lim.acquire("m", SMALL), QUOTA_429)
     learned = lim.statistics().models["m"].learned_rpm
@@ -750,7 +733,7 @@ async def test_learned_rate_recovers_after_the_429s_stop() -> None:
 
 @pytest.mark.anyio
 async def test_a_shared_pool_429_shrinks_the_window_and_learns_no_rate() -> None:
-    clock = SteppingClock()
+    clock = FakeClock()
     lim = limiter(LimitConfig(initial_concurrency=20, max_concurrency=64), clock)
     await wave(lim, "m", 20, Outcome("throttled", reason="dsq"))
     stats = lim.statistics().models["m"]

@@ -10,27 +10,12 @@ import pytest
 
 from batchrunner.errors import RequestError
 from batchrunner.retry import RetryPolicy, call_with_retries
+from tests.conftest import FakeClock
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class FakeTime:
-    """A clock whose sleep records the wait and moves time forward."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
 
 
 def server_error(retry_after: float | None = None) -> RequestError:
@@ -46,7 +31,7 @@ def permanent(status: int, error_type: str) -> RequestError:
 class Script:
     """An attempt function that fails with the given errors, then returns "done"."""
 
-    def __init__(self, *errors: BaseException, cost_s: float = 0.0, time: FakeTime | None = None):
+    def __init__(self, *errors: BaseException, cost_s: float = 0.0, time: FakeClock | None = None):
         self.errors = list(errors)
         self.attempts: list[int] = []
         self.cost_s = cost_s
@@ -61,7 +46,7 @@ class Script:
         return "done"
 
 
-async def run(script: Script, policy: RetryPolicy, time: FakeTime, **kwargs: object) -> str:
+async def run(script: Script, policy: RetryPolicy, time: FakeClock, **kwargs: object) -> str:
     return await call_with_retries(
         script,
         policy,
@@ -74,7 +59,7 @@ async def run(script: Script, policy: RetryPolicy, time: FakeTime, **kwargs: obj
 
 @pytest.mark.anyio
 async def test_retryable_errors_are_retried_until_success() -> None:
-    time = FakeTime()
+    time = FakeClock()
     script = Script(server_error(), server_error())
     assert await run(script, RetryPolicy(), time) == "done"
     assert script.attempts == [1, 2, 3]
@@ -83,7 +68,7 @@ async def test_retryable_errors_are_retried_until_success() -> None:
 
 @pytest.mark.anyio
 async def test_gives_up_after_max_attempts_and_raises_the_last_error() -> None:
-    time = FakeTime()
+    time = FakeClock()
     errors = [server_error() for _ in range(10)]
     script = Script(*errors)
     with pytest.raises(RequestError) as caught:
@@ -95,7 +80,7 @@ async def test_gives_up_after_max_attempts_and_raises_the_last_error() -> None:
 
 @pytest.mark.anyio
 async def test_gives_up_when_the_next_attempt_would_start_after_max_elapsed() -> None:
-    time = FakeTime()
+    time = FakeClock()
     script = Script(*[server_error() for _ in range(100)], cost_s=40.0, time=time)
     policy = RetryPolicy(max_attempts=100, max_elapsed_s=100.0, base_s=0.0, cap_s=0.0)
     with pytest.raises(RequestError):
@@ -105,7 +90,7 @@ async def test_gives_up_when_the_next_attempt_would_start_after_max_elapsed() ->
 
 @pytest.mark.anyio
 async def test_a_wait_that_would_cross_the_deadline_is_not_taken() -> None:
-    time = FakeTime()
+    time = FakeClock()
     script = Script(server_error(retry_after=600.0), server_error())
     with pytest.raises(RequestError):
         await run(script, RetryPolicy(max_elapsed_s=300.0), time)
@@ -120,7 +105,7 @@ async def test_a_wait_that_would_cross_the_deadline_is_not_taken() -> None:
 )  # fmt: skip
 @pytest.mark.anyio
 async def test_permanent_errors_are_never_retried(status: int, error_type: str) -> None:
-    time = FakeTime()
+    time = FakeClock()
     error = permanent(status, error_type)
     script = Script(error)
     with pytest.raises(RequestError) as caught:
@@ -132,7 +117,7 @@ async def test_permanent_errors_are_never_retried(status: int, error_type: str) 
 
 @pytest.mark.anyio
 async def test_other_exceptions_propagate_without_a_retry() -> None:
-    time = FakeTime()
+    time = FakeClock()
     script = Script(KeyError("usage"))
     with pytest.raises(KeyError):
         await run(script, RetryPolicy(), time)
@@ -141,7 +126,7 @@ async def test_other_exceptions_propagate_without_a_retry() -> None:
 
 @pytest.mark.anyio
 async def test_server_retry_after_is_honoured_as_a_minimum_wait() -> None:
-    time = FakeTime()
+    time = FakeClock()
     script = Script(server_error(retry_after=39.0))
     await run(script, RetryPolicy(), time)
     assert time.sleeps == [39.0]
@@ -149,7 +134,7 @@ async def test_server_retry_after_is_honoured_as_a_minimum_wait() -> None:
 
 @pytest.mark.anyio
 async def test_server_retry_after_is_capped() -> None:
-    time = FakeTime()
+    time = FakeClock()
     script = Script(server_error(retry_after=5000.0))
     await run(script, RetryPolicy(retry_after_cap_s=120.0), time)
     assert time.sleeps == [120.0]
@@ -183,7 +168,7 @@ def test_retry_after_is_a_floor_under_the_jittered_wait() -> None:
 
 @pytest.mark.anyio
 async def test_backoff_schedule_is_recorded_without_real_sleeps() -> None:
-    time = FakeTime()
+    time = FakeClock()
     script = Script(*[server_error() for _ in range(5)])
     retries: list[tuple[int, str, float]] = []
     await run(
@@ -206,7 +191,7 @@ async def test_backoff_schedule_is_recorded_without_real_sleeps() -> None:
 
 @pytest.mark.anyio
 async def test_no_wait_policy_retries_instantly() -> None:
-    time = FakeTime()
+    time = FakeClock()
     script = Script(server_error(retry_after=30.0), server_error(), server_error())
     assert await run(script, RetryPolicy.no_wait(), time) == "done"
     assert time.sleeps == [0.0, 0.0, 0.0]
