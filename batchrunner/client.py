@@ -181,6 +181,10 @@ class ChatClient:
         self._url = url
         self._auth = auth
         self._clock = clock
+        # The request headers for the latest credentials, built once per token.
+        self._creds: AuthHeaders | None = None
+        self._plain_headers: dict[str, str] = {}
+        self._sse_headers: dict[str, str] = {}
 
     async def send(self, spec: RequestSpec) -> Answer:
         """One attempt; a 401 refreshes the token and tries once more."""
@@ -202,19 +206,25 @@ class ChatClient:
             raise
 
     async def _attempt(self, spec: RequestSpec, creds: AuthHeaders) -> Answer:
-        headers = dict(_SSE_HEADERS if spec.stream else _HEADERS)
-        headers.update(creds.headers)
+        if creds is not self._creds:
+            self._creds = creds
+            self._plain_headers = {**_HEADERS, **creds.headers}
+            self._sse_headers = {**_SSE_HEADERS, **creds.headers}
         # The wire bounds the whole attempt by its total timeout.
         started = self._clock()
-        async with self._wire.post(self._url, headers, spec.body) as response:
+        if not spec.stream:
+            status, response_headers, body = await self._wire.fetch(
+                self._url, self._plain_headers, spec.body
+            )
+            if status >= 400:
+                raise error_from_response(status, response_headers, body)
+            return parse_completion(body, status, self._clock() - started)
+        async with self._wire.post(self._url, self._sse_headers, spec.body) as response:
             status = response.status
             if status >= 400:
                 body = await response.read()
                 raise error_from_response(status, response.headers, body)
-            if spec.stream:
-                return await self._read_stream(response, started)
-            body = await response.read()
-            return parse_completion(body, status, self._clock() - started)
+            return await self._read_stream(response, started)
 
     async def _read_stream(self, response: WireResponse, started: float) -> Answer:
         state = _StreamState()

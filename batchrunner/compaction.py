@@ -40,6 +40,7 @@ __all__ = ["COMPRESSION", "ROW_GROUP_ROWS", "compact_parquet", "finish_jsonl", "
 logger = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 65_536
+ROW_GROUP_BYTES = 32 * 1024 * 1024
 COMPRESSION = "zstd"
 _SORT_KEYS = [("row", "ascending"), ("model", "ascending")]  # rows without a position last
 _TIMESTAMP_FIELDS = tuple(f.name for f in RESULT_SCHEMA if pa.types.is_timestamp(f.type))
@@ -225,8 +226,9 @@ def compact_parquet(
     ``pending`` is the writer's last rows, not yet a part, with the number of the journal
     that holds them: OUTPUT records that number as merged, so the journal is stale from the
     rename on. Streams record batches. Memory: the repeat finder (2 bytes per row plus an
-    entry per flagged key), one row group being written (64 Ki rows), one part's keys; with
-    ``ordered`` the whole result table is sorted in memory (about OUTPUT's uncompressed size).
+    entry per flagged key), one row group being written (64 Ki rows or 32 MiB), one part's
+    keys; with ``ordered`` the whole result table is sorted in memory (about OUTPUT's
+    uncompressed size).
     """
     directory = parts_dir(out)
     if parts or pending is not None or ordered or not out.exists():
@@ -320,28 +322,37 @@ def _conform(table: pa.Table) -> pa.Table:
 
 
 class _RowGroups:
-    """Feed a ParquetWriter whole row groups, whatever size the incoming tables are."""
+    """Feed a ParquetWriter whole row groups, whatever size the incoming tables are.
+
+    A group closes at ``ROW_GROUP_ROWS`` rows or ``ROW_GROUP_BYTES`` of Arrow data,
+    whichever comes first, so long answers do not make one group hold gigabytes.
+    """
 
     def __init__(self, writer: pq.ParquetWriter) -> None:
         self._writer = writer
         self._pending: list[pa.Table] = []
         self._rows = 0
+        self._bytes = 0
 
     def add(self, table: pa.Table) -> None:
         self._pending.append(table)
         self._rows += table.num_rows
+        self._bytes += table.nbytes
+        if self._bytes >= ROW_GROUP_BYTES:
+            self.finish()
+            return
         if self._rows < ROW_GROUP_ROWS:
             return
         whole = pa.concat_tables(self._pending)
         full = whole.num_rows - whole.num_rows % ROW_GROUP_ROWS
         self._writer.write_table(whole.slice(0, full), row_group_size=ROW_GROUP_ROWS)
         rest = whole.slice(full)
-        self._pending, self._rows = [rest], rest.num_rows
+        self._pending, self._rows, self._bytes = [rest], rest.num_rows, rest.nbytes
 
     def finish(self) -> None:
         if self._rows:
             self._writer.write_table(pa.concat_tables(self._pending), row_group_size=ROW_GROUP_ROWS)
-        self._pending, self._rows = [], 0
+        self._pending, self._rows, self._bytes = [], 0, 0
 
 
 # --- shared by both formats ----------------------------------------------------------------

@@ -309,9 +309,9 @@ class LocalLimiter:
 
         Cancelling a waiting caller leaves nothing behind.
         """
-        await anyio.lowlevel.checkpoint_if_cancelled()
         state = self._model(model)
         if not state.waiters and self._admissible(state, estimate, self._clock()) is None:
+            # No await on this path: the request that follows is the next checkpoint.
             return self._admit(model, state, estimate)
         waiter = _Waiter()
         state.waiters.append(waiter)

@@ -141,7 +141,7 @@ def _parse_entry(
 class PriceTable:
     """Prices by model id, with a table-level version; look-ups forgive id variants."""
 
-    __slots__ = ("_by_bare", "_by_id", "_lock", "_warned", "version")
+    __slots__ = ("_by_bare", "_by_id", "_lock", "_resolved", "_warned", "version")
 
     def __init__(self, prices: Mapping[str, Price], version: str) -> None:
         self._by_id: dict[str, Price] = dict(prices)
@@ -151,6 +151,7 @@ class PriceTable:
         self.version = version
         self._warned: set[str] = set()
         self._lock = threading.Lock()
+        self._resolved: dict[str, Price | None] = {}  # model -> lookup(), asked once each
 
     def __repr__(self) -> str:
         return f"PriceTable(version={self.version!r}, models={sorted(self._by_id)!r})"
@@ -213,6 +214,13 @@ class PriceTable:
 
     def lookup(self, model: str) -> Price | None:
         """The price of ``model``: exact id, then without publisher, then unversioned."""
+        try:
+            return self._resolved[model]
+        except KeyError:
+            price = self._resolved[model] = self._find(model)
+            return price
+
+    def _find(self, model: str) -> Price | None:
         price = self._by_id.get(model)
         if price is not None:
             return price

@@ -22,7 +22,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from batchrunner.auth import AuthConfig, Authenticator, build_authenticator
 from batchrunner.client import ChatClient
@@ -35,6 +34,7 @@ from batchrunner.errors import (
     ConfigError,
     OutputError,
 )
+from batchrunner.handoff import ResultBuffer, WorkQueue
 from batchrunner.idset import IdSet
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
@@ -52,7 +52,10 @@ from batchrunner.writers import ResultWriter, open_writer
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 512
-WRITE_BATCH = 2048
+# The writer waits up to WRITE_WITHIN_S for WRITE_BATCH results, so a busy run crosses
+# into the writer's thread a few times a second rather than once per handful of rows.
+WRITE_BATCH = 512
+WRITE_WITHIN_S = 0.05
 DEFAULT_OUTPUT_ESTIMATE = 512
 
 
@@ -330,17 +333,18 @@ class Runner:
 
     async def _pipeline(self, sender: Sender, state: ResumeState, writer: ResultWriter) -> None:
         n_workers = self.config.concurrency
-        spec_send, spec_recv = anyio.create_memory_object_stream[RequestSpec](n_workers)
-        result_send, result_recv = anyio.create_memory_object_stream[Result](2 * n_workers + 64)
+        specs = WorkQueue[RequestSpec](n_workers)
+        results = ResultBuffer[Result](2 * n_workers + 64)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._write_loop, writer, result_recv)
-            async with anyio.create_task_group() as workers:
-                self._control.workers = workers.cancel_scope
-                workers.start_soon(self._produce, sender, state, spec_send, result_send.clone())
-                for _ in range(n_workers):
-                    workers.start_soon(self._work, sender, spec_recv.clone(), result_send.clone())
-                spec_recv.close()
-                result_send.close()
+            tg.start_soon(self._write_loop, writer, results)
+            try:
+                async with anyio.create_task_group() as workers:
+                    self._control.workers = workers.cancel_scope
+                    workers.start_soon(self._produce, sender, state, specs, results)
+                    for _ in range(n_workers):
+                        workers.start_soon(self._work, sender, specs, results)
+            finally:
+                results.close()
 
     # -- producer ------------------------------------------------------------------------------
 
@@ -348,15 +352,15 @@ class Runner:
         self,
         sender: Sender,
         state: ResumeState,
-        specs: MemoryObjectSendStream[RequestSpec],
-        results: MemoryObjectSendStream[Result],
+        specs: WorkQueue[RequestSpec],
+        results: ResultBuffer[Result],
     ) -> None:
         cfg = self.config
         # Only this process's shard of the input, when it runs one (all of it otherwise).
         rows: Iterator[InputRow | BadRow] = read_shard_rows(cfg.input, cfg.fields, cfg.shard)
         seen = IdSet()  # 8 bytes per input row: the only per-row state of a run
         counters = self.counters
-        async with specs, results:
+        try:
             while self._control.stopped is None:
                 chunk = await anyio.to_thread.run_sync(lambda: list(islice(rows, READ_CHUNK)))
                 if not chunk:
@@ -388,16 +392,18 @@ class Runner:
                             )
                             return
                         counters.queued += 1
-                        await specs.send(spec)
+                        await specs.put(spec)
                     if self._control.stopped is not None:
                         return
+        finally:
+            specs.close()
 
     async def _reject(
         self,
         row: InputRow | BadRow,
         problem: str,
         state: ResumeState,
-        results: MemoryObjectSendStream[Result],
+        results: ResultBuffer[Result],
     ) -> None:
         cfg = self.config
         models: list[str]
@@ -414,7 +420,7 @@ class Runner:
                 self.counters.skipped += 1
                 continue
             self.counters.bad_rows += 1
-            await results.send(
+            await results.add_wait(
                 Result(
                     id=row.id,
                     model=model,
@@ -434,53 +440,42 @@ class Runner:
     # -- workers -------------------------------------------------------------------------------
 
     async def _work(
-        self,
-        sender: Sender,
-        specs: MemoryObjectReceiveStream[RequestSpec],
-        results: MemoryObjectSendStream[Result],
+        self, sender: Sender, specs: WorkQueue[RequestSpec], results: ResultBuffer[Result]
     ) -> None:
-        async with specs, results:
-            async for spec in specs:
-                if self._control.stopped is not None:
-                    continue  # not started: the next run sends it
-                try:
-                    result = await sender.send(spec)
-                except AbortError as exc:
-                    self._control.abort(exc)
-                    continue
-                try:
-                    results.send_nowait(result)
-                except anyio.WouldBlock:
-                    await results.send(result)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    return
+        control = self._control
+        while True:
+            try:
+                spec = await specs.get()
+            except anyio.EndOfStream:
+                return
+            if control.stopped is not None:
+                continue  # not started: the next run sends it
+            try:
+                result = await sender.send(spec)
+            except AbortError as exc:
+                control.abort(exc)
+                continue
+            if not results.add(result):
+                await results.add_wait(result)
 
     # -- writer --------------------------------------------------------------------------------
 
-    async def _write_loop(
-        self, writer: ResultWriter, results: MemoryObjectReceiveStream[Result]
-    ) -> None:
+    async def _write_loop(self, writer: ResultWriter, results: ResultBuffer[Result]) -> None:
         last_checkpoint = time.monotonic()
-        async with results:
-            async for first in results:
-                batch = [first]
-                while len(batch) < WRITE_BATCH:
-                    try:
-                        batch.append(results.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                try:
-                    await anyio.to_thread.run_sync(writer.write, batch)
-                    if time.monotonic() - last_checkpoint >= self.config.checkpoint_s:
-                        await anyio.to_thread.run_sync(writer.checkpoint)
-                        last_checkpoint = time.monotonic()
-                except OutputError as exc:
-                    self._control.abort(exc)
-                    if self._control.workers is not None:
-                        self._control.workers.cancel()
-                    return
-                for result in batch:
-                    self.stats.add(result)
+        while (batch := await results.take(WRITE_BATCH, WRITE_WITHIN_S)) is not None:
+            try:
+                await anyio.to_thread.run_sync(writer.write, batch)
+                if time.monotonic() - last_checkpoint >= self.config.checkpoint_s:
+                    await anyio.to_thread.run_sync(writer.checkpoint)
+                    last_checkpoint = time.monotonic()
+            except OutputError as exc:
+                self._control.abort(exc)
+                if self._control.workers is not None:
+                    self._control.workers.cancel()
+                return
+            add = self.stats.add
+            for result in batch:
+                add(result)
 
     # -- background ----------------------------------------------------------------------------
 

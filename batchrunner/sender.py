@@ -7,6 +7,7 @@ raises ``AbortError`` only when the whole run cannot go on (no credentials).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 from batchrunner.classify import error_from_exception
@@ -16,7 +17,7 @@ from batchrunner.errors import RequestError
 from batchrunner.limits import Limiter, Outcome, TokenEstimate
 from batchrunner.pricing import PriceTable
 from batchrunner.requests import RequestSpec
-from batchrunner.retry import RetryPolicy, call_with_retries
+from batchrunner.retry import RetryPolicy, retry_after_first
 from batchrunner.schema import Result
 from batchrunner.stats import RunStats
 from batchrunner.usage import Usage, normalize_usage
@@ -128,8 +129,16 @@ class Sender:
             )
 
         self.in_flight_cost += cost_guess
+        first_started = time.monotonic()
         try:
-            answer = await call_with_retries(attempt, self._policy, on_retry=on_retry)
+            try:
+                answer = await attempt(1)
+            except RequestError as exc:
+                if not exc.retryable:
+                    raise
+                answer = await retry_after_first(
+                    attempt, exc, self._policy, started=first_started, on_retry=on_retry
+                )
         except RequestError as exc:
             return self._error_result(spec, exc, attempts, last_status, started_at)
         except Exception as exc:

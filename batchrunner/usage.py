@@ -8,6 +8,7 @@ is every generated token billed as output, reasoning included.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class Usage:
     traffic_type: str | None = None  # usage.extra_properties.google.traffic_type
 
 
+@functools.lru_cache(maxsize=256)
 def model_family(model: str) -> str:
     """Return ``"gemini"`` for Google's models and ``"vllm"`` for everything else."""
     name = model.strip().lower()

@@ -36,7 +36,13 @@ class WireResponse(Protocol):
 
 
 class Wire(Protocol):
-    """Posts a body; the response is usable inside the returned context."""
+    """Posts a body: ``fetch`` reads the whole answer, ``post`` hands it over as it arrives."""
+
+    async def fetch(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """The status, headers and complete body of the response."""
+        ...
 
     def post(
         self, url: str, headers: Mapping[str, str], body: bytes
@@ -97,6 +103,19 @@ class AiohttpWire:
             )
         return self._session
 
+    async def fetch(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        # The common case, without a context manager of our own around aiohttp's.
+        session = self._open()
+        try:
+            async with session.post(url, data=body, headers=headers) as response:
+                return response.status, response.headers, await response.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise self._timed_out() from None
+        except aiohttp.ClientError as exc:
+            raise _connection_error(exc) from None
+
     @asynccontextmanager
     async def post(
         self, url: str, headers: Mapping[str, str], body: bytes
@@ -106,13 +125,16 @@ class AiohttpWire:
             async with session.post(url, data=body, headers=headers) as response:
                 yield _AiohttpResponse(response)
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise RequestError(
-                f"no complete answer within {self._timeout.total:g} s",
-                error_type="timeout",
-                retryable=True,
-            ) from None
+            raise self._timed_out() from None
         except aiohttp.ClientError as exc:
             raise _connection_error(exc) from None
+
+    def _timed_out(self) -> RequestError:
+        return RequestError(
+            f"no complete answer within {self._timeout.total:g} s",
+            error_type="timeout",
+            retryable=True,
+        )
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -156,6 +178,12 @@ class HttpxWire:
         self._total_s = read_timeout_s
         timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, pool=None)
         self._extensions = {"timeout": timeout.as_dict()}
+
+    async def fetch(
+        self, url: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        async with self.post(url, headers, body) as response:
+            return response.status, response.headers, await response.read()
 
     @asynccontextmanager
     async def post(

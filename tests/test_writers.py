@@ -416,6 +416,27 @@ def test_parquet_close_compacts_parts_into_one_file_and_removes_parts(tmp_path: 
     assert pq.ParquetFile(out).metadata.num_row_groups == 1
 
 
+def test_long_answers_close_a_row_group_by_size_not_only_by_row_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchrunner import compaction
+
+    # Bounded row groups keep the memory of finishing a run flat whatever the answers hold.
+    monkeypatch.setattr(compaction, "ROW_GROUP_BYTES", 64 * 1024)
+    out = tmp_path / "out.parquet"
+    writer = open_writer(out, part_rows=10)
+    rows = [result(str(i)) for i in range(40)]
+    for row in rows:
+        row.output = f"{row.id}:" + "x" * 8000
+    writer.write(rows)
+    writer.close()
+
+    meta = pq.ParquetFile(out).metadata
+    assert meta.num_rows == 40
+    assert meta.num_row_groups > 1
+    assert ids(out) == [str(i) for i in range(40)]
+
+
 def test_parquet_resume_from_compacted_file_plus_new_parts(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     writer = open_writer(out, part_rows=3)
