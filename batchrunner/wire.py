@@ -87,9 +87,9 @@ class AiohttpWire:
         self._connections = connections
         # ``total`` bounds the whole attempt, body included, so a stalled stream is
         # abandoned; it is aiohttp's own deadline, cheaper than a cancel scope per request.
-        self._timeout = aiohttp.ClientTimeout(
-            total=read_timeout_s, sock_connect=connect_timeout_s, sock_read=read_timeout_s
-        )
+        # No separate read timeout: it could never fire before ``total`` and would re-arm
+        # a timer on every chunk received.
+        self._timeout = aiohttp.ClientTimeout(total=read_timeout_s, sock_connect=connect_timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import operator
 import os
 import shutil
 from collections.abc import Sequence
@@ -503,9 +504,14 @@ def _parquet_bytes(table: pa.Table) -> memoryview:
     return memoryview(sink.getvalue())
 
 
+_FIELDS_OF = operator.attrgetter(*RESULT_FIELDS)
+
+
 def _to_table(rows: Sequence[Result]) -> pa.Table:
-    columns = {name: [getattr(row, name) for row in rows] for name in RESULT_FIELDS}
+    # Transposed in C: one tuple of fields per row, then one tuple per column.
+    columns = zip(*map(_FIELDS_OF, rows), strict=True) if rows else ((),) * len(RESULT_FIELDS)
     try:
-        return pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
+        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, RESULT_SCHEMA, strict=True)]
+        return pa.Table.from_arrays(arrays, schema=RESULT_SCHEMA)
     except UnicodeEncodeError:
         return pa.Table.from_pylist([_clean_row(row) for row in rows], schema=RESULT_SCHEMA)

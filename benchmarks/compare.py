@@ -12,6 +12,10 @@ row per input id. Workloads:
 
     python benchmarks/compare.py [--quick] [--n N] [--concurrency C]
         [--workloads overhead,inflight,memory] [--servers nginx,sim] [--tools a,b] [--no-install]
+        [--repeat R]
+
+With ``--repeat R`` every overhead tool runs R times, round-robin, and the table shows the
+median run and the range of CPU per request.
 
 Results: ``benchmarks/results/compare.json`` and ``compare.md``; the tables are printed too.
 Exit status 0, 1 if batchrunner itself failed, 4 if only nginx was asked for and is unavailable.
@@ -23,6 +27,7 @@ import argparse
 import json
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -177,6 +182,14 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line, rule, *body])
 
 
+def _cpu_range(m: Measurement) -> str:
+    runs = m.extra.get("runs") or []
+    if len(runs) < 2:
+        return "—"
+    per_1k = [r["cpu_s"] * 1000 / m.n for r in runs]
+    return f"{min(per_1k):.3f}–{max(per_1k):.3f}"
+
+
 def overhead_table(ms: list[Measurement]) -> str:
     base = next((m for m in ms if m.tool == "batchrunner" and m.valid), None)
     floor = next((m for m in ms if m.tool == FLOOR and m.valid), None)
@@ -184,8 +197,10 @@ def overhead_table(ms: list[Measurement]) -> str:
         "tool",
         "req/s",
         "wall s",
-        "wall vs floor",
+        "req/s vs floor",
         "CPU s/1k req",
+        "CPU range",
+        "CPU vs floor",
         "peak RSS MB",
         "429s",
         "req/s vs batchrunner",
@@ -195,15 +210,17 @@ def overhead_table(ms: list[Measurement]) -> str:
     rows = []
     for m in ms:
         if not m.valid:
-            rows.append([m.tool, "—", "—", "—", "—", "—", "—", "—", "—", m.note or "invalid"])
+            rows.append([m.tool, *("—" for _ in header[1:-1]), m.note or "invalid"])
             continue
         rows.append(
             [
                 m.tool,
                 _f(m.rps, ",.0f"),
                 _f(m.wall_s, ".2f"),
-                _ratio(m.wall_s, floor.wall_s if floor else None),
+                _ratio(m.rps, floor.rps if floor else None),
                 _f(m.cpu_per_1k, ".3f"),
+                _cpu_range(m),
+                _ratio(m.cpu_per_1k, floor.cpu_per_1k if floor else None),
                 _f(m.maxrss_mb, ".0f"),
                 str(m.throttled),
                 _ratio(m.rps, base.rps if base else None),
@@ -287,6 +304,7 @@ class Plan:
     run_sizes: tuple[int, ...]
     install: bool
     timeout_s: float
+    repeat: int = 1
 
 
 def build_plan(args: argparse.Namespace) -> Plan:
@@ -313,6 +331,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         run_sizes=(500, 1_500) if quick else (10_000, 100_000, args.memory_n),
         install=not args.no_install,
         timeout_s=args.tool_timeout,
+        repeat=max(1, args.repeat),
     )
 
 
@@ -324,24 +343,44 @@ def overhead(plan: Plan, workdir: Path, notes: list[str]) -> dict[str, list[Meas
         try:
             ctx = run_nginx(install=plan.install) if server == "nginx" else run_simulator()
             with ctx as url:
-                ms = []
-                for tool in plan.tools:
-                    m = Measurement("overhead", server, tool, n, plan.concurrency)
-                    ms.append(
-                        run_tool(
-                            m,
-                            source,
-                            url,
-                            max_tokens=plan.max_tokens,
-                            timeout_s=plan.timeout_s,
-                            workdir=workdir,
+                runs: dict[str, list[Measurement]] = {tool: [] for tool in plan.tools}
+                # Round-robin, so that a slow minute on a shared machine hits every tool.
+                for _ in range(plan.repeat):
+                    for tool in plan.tools:
+                        m = Measurement("overhead", server, tool, n, plan.concurrency)
+                        runs[tool].append(
+                            run_tool(
+                                m,
+                                source,
+                                url,
+                                max_tokens=plan.max_tokens,
+                                timeout_s=plan.timeout_s,
+                                workdir=workdir,
+                            )
                         )
-                    )
-                out[server] = ms
+                out[server] = [median_of(ms) for ms in runs.values()]
         except ServerUnavailable as exc:
             notes.append(f"overhead against {server} skipped: {exc}")
             print(f"! {notes[-1]}", file=sys.stderr)
     return out
+
+
+def median_of(runs: list[Measurement]) -> Measurement:
+    """One tool's repeated runs as one measurement: the median wall and CPU, the peak RSS."""
+    if len(runs) == 1 or not all(m.valid for m in runs):
+        bad = next((m for m in runs if not m.valid), runs[0])
+        return bad
+    first = runs[0]
+    m = Measurement(first.workload, first.server, first.tool, first.n, first.concurrency)
+    m.wall_s = statistics.median(r.wall_s or 0.0 for r in runs)
+    m.cpu_s = statistics.median(r.cpu_s or 0.0 for r in runs)
+    m.user_s = statistics.median(r.user_s or 0.0 for r in runs)
+    m.sys_s = statistics.median(r.sys_s or 0.0 for r in runs)
+    m.maxrss_mb = max(r.maxrss_mb or 0.0 for r in runs)
+    m.throttled = max(r.throttled or 0 for r in runs)
+    m.valid = True
+    m.extra["runs"] = [{"wall_s": r.wall_s, "cpu_s": r.cpu_s} for r in runs]
+    return m
 
 
 def inflight(plan: Plan, workdir: Path) -> list[Measurement]:
@@ -416,6 +455,9 @@ def main() -> int:
     parser.add_argument("--memory-n", type=int, default=200_000, help="largest real-run size")
     parser.add_argument("--workloads", default="overhead,inflight,memory")
     parser.add_argument("--servers", default="nginx,sim", help="for the overhead workload")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="overhead runs per tool, medians reported (1)"
+    )
     parser.add_argument("--tools", help=f"comma-separated subset of {','.join(TOOLS)}")
     parser.add_argument("--no-install", action="store_true", help="never apt-get nginx")
     parser.add_argument("--tool-timeout", type=float, default=600.0, metavar="SECONDS")
