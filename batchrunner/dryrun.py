@@ -1,4 +1,5 @@
-"""``--dry-run``: read the whole input, estimate tokens and cost per model, send nothing."""
+"""``--dry-run``: read the input (or the run's shard of it), estimate tokens and cost per
+model, send nothing."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from dataclasses import dataclass, field
 
 from batchrunner.config import RunConfig
 from batchrunner.pricing import PriceTable
-from batchrunner.readers import BadRow, read_rows
+from batchrunner.readers import BadRow
 from batchrunner.requests import RowProblem
+from batchrunner.shards import read_shard_rows
 from batchrunner.usage import Usage
 
 ASSUMED_OUTPUT_TOKENS = 256
@@ -29,6 +31,7 @@ class DryRunEstimate:
     problems: list[str] = field(default_factory=list)  # the first few, for the reader
     models: dict[str, ModelEstimate] = field(default_factory=dict)
     assumed_output_tokens: int = ASSUMED_OUTPUT_TOKENS
+    shard: tuple[int, int] | None = None  # (index, count) when only one shard was read
 
 
 def estimate(
@@ -37,9 +40,12 @@ def estimate(
     *,
     assumed_output_tokens: int = ASSUMED_OUTPUT_TOKENS,
 ) -> DryRunEstimate:
-    """Walk the input once (streaming) and add up what the run would send."""
-    result = DryRunEstimate(assumed_output_tokens=assumed_output_tokens)
-    for row in read_rows(config.input, config.fields):
+    """Walk the input once (streaming) and add up what the run would send.
+
+    A run of one shard (``config.shard``) reads, and estimates, only that shard's rows.
+    """
+    result = DryRunEstimate(assumed_output_tokens=assumed_output_tokens, shard=config.shard)
+    for row in read_shard_rows(config.input, config.fields, config.shard):
         result.rows += 1
         if isinstance(row, BadRow):
             result.bad_rows += 1
@@ -79,8 +85,9 @@ def estimate(
 
 def render(est: DryRunEstimate) -> str:
     """A short table for the terminal."""
+    shard = "" if est.shard is None else f" of shard {est.shard[0]}/{est.shard[1]}"
     lines = [
-        f"dry run: {est.rows:,} rows read, {est.bad_rows:,} unusable; nothing was sent",
+        f"dry run: {est.rows:,} rows{shard} read, {est.bad_rows:,} unusable; nothing was sent",
         f"{'model':<34} {'requests':>10} {'input tok':>12} {'output tok':>12} {'cost USD':>10}",
     ]
     total = 0.0

@@ -1,0 +1,67 @@
+"""``--dry-run`` estimates what a run would send: the whole input, or one shard of it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batchrunner.config import build_config
+from batchrunner.dryrun import DryRunEstimate, estimate
+from batchrunner.pricing import PriceTable
+
+MODEL = "google/gemini-2.5-flash"
+
+
+def write_jsonl(path: Path, n: int) -> Path:
+    path.write_bytes(
+        b"".join(orjson.dumps({"id": f"q{i}", "prompt": "x" * i}) + b"\n" for i in range(n))
+    )
+    return path
+
+
+def write_parquet(path: Path, n: int) -> Path:
+    table = pa.table({"id": [f"q{i}" for i in range(n)], "prompt": ["x" * i for i in range(n)]})
+    pq.write_table(table, path, row_group_size=3)
+    return path
+
+
+def dry_run(path: Path, **options: object) -> DryRunEstimate:
+    config = build_config(
+        {"input": str(path), "models": [MODEL], "dry_run": True, **options}, env={}
+    )
+    return estimate(config, PriceTable.default())
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_shard_estimates_only_its_own_rows(suffix: str, tmp_path: Path) -> None:
+    write = write_jsonl if suffix == ".jsonl" else write_parquet
+    path = write(tmp_path / f"in{suffix}", 10)
+    whole = dry_run(path)
+    parts = [dry_run(path, shard=f"{i}/4") for i in range(4)]
+    assert whole.rows == 10 and whole.shard is None
+    assert [p.shard for p in parts] == [(i, 4) for i in range(4)]
+    assert all(0 < p.rows < 10 for p in parts)
+    assert sum(p.rows for p in parts) == whole.rows
+    assert sum(p.models[MODEL].requests for p in parts) == whole.models[MODEL].requests
+    assert sum(p.models[MODEL].input_tokens for p in parts) == whole.models[MODEL].input_tokens
+
+
+def test_dry_run_with_shard_says_which_rows_it_counted(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", 10)
+    proc = subprocess.run(
+        [sys.executable, "-m", "batchrunner", "run", str(path), "--dry-run", "--shard", "1/4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GOOGLE_"))},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "dry run: 3 rows of shard 1/4 read" in proc.stdout  # records 1, 5 and 9
+    assert "nothing was sent" in proc.stdout
