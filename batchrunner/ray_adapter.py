@@ -1,13 +1,13 @@
 """Running one job's shards on a Ray cluster (``pip install 'batchrunner[ray]'``).
 
 :func:`run_on_ray` plans the input's shards (``batchrunner.shards``), hands them to a Ray
-Data actor pool (``from_items(plans).map_batches(AsyncShardRunner, batch_size=1)``) in which
+Data actor pool (``from_items(plans).map_batches(ShardRunner, batch_size=1)``) in which
 every actor builds its own HTTP client and token refresher and runs the normal ``Runner`` on
 one shard at a time, with admission by one job-wide limiter actor
 (``batchrunner.ray_limiter``). Each shard writes its own durable file, exactly as
 ``--shard I/N`` does; when every shard has finished, they are merged into OUTPUT and the
-shards' statistics into one summary. A shard whose actor dies is retried by Ray Data on a
-fresh actor and resumes from what it committed.
+job's summary is read back from it. A shard whose actor dies is retried by Ray on the
+restarted actor, before any other shard, and resumes from what it committed.
 
 Credentials never travel through Ray (a ``Secret`` refuses to be pickled): workers find
 their own, from ``OPENAI_API_KEY`` in their environment or Application Default Credentials.
@@ -19,10 +19,13 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import numpy as np
 import ray
 import ray.data
@@ -33,11 +36,13 @@ from batchrunner.errors import AbortError, BatchRunnerError, ConfigError
 from batchrunner.limits import LimitConfig
 from batchrunner.ray_limiter import RayLimiter, start_limiter
 from batchrunner.readers import check_input
+from batchrunner.report import STATS_COLUMNS, load_results
+from batchrunner.resume import load_resume_state
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.shards import find_shards, merge_run_stats, merge_shards, plan_shards, shard_path
-from batchrunner.stats import RunStats
+from batchrunner.stats import RunStats, StatsSnapshot
 
-__all__ = ["AsyncShardRunner", "run_on_ray"]
+__all__ = ["ShardRunner", "run_on_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +57,23 @@ class _ShardOutcome:
     summary: RunSummary | None
     stats: RunStats | None
     error: BatchRunnerError | None
+    earlier_attempts: int = 0  # attempts at this shard in this job whose worker died
+    done_before: int = 0  # requests already final when the job's first attempt started
+
+    @property
+    def rows_of_dead_attempts(self) -> int:
+        """Rows that attempts which died committed, and this one therefore skipped."""
+        if self.summary is None or not self.earlier_attempts:
+            return 0
+        return max(0, self.summary.skipped - self.done_before)
 
 
-class AsyncShardRunner:
-    """A Ray Data callable class: runs the shards it is given, one after another.
+class ShardRunner:
+    """A Ray Data callable class: runs each shard it is given to the end, on its own event loop.
 
-    ``__call__`` is an async generator, which Ray Data runs on the actor's event loop
-    (supported since Ray 2.4x for callable classes).
+    It is a plain callable rather than an async one: Ray Data's support for async callables
+    differs between Ray versions (2.47 cannot start one in a worker where uvloop is
+    installed), while a plain callable running ``anyio.run`` works the same on all of them.
     """
 
     def __init__(self, config: RunConfig, limiter: Any, static_token: bool) -> None:
@@ -75,33 +90,57 @@ class AsyncShardRunner:
         self._config = replace(config, auth=auth)
         self._limiter = limiter
 
-    async def __call__(self, batch: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        for index, count in zip(batch["index"], batch["count"], strict=True):
-            outcome = await self._run_shard(int(index), int(count))
-            yield {
-                "shard": np.array([outcome.name]),
-                "outcome": np.array([pickle.dumps(outcome)], dtype=object),
-            }
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        outcomes = [
+            anyio.run(
+                self._run_shard,
+                int(index),
+                int(count),
+                backend="asyncio",
+                backend_options={"use_uvloop": True},
+            )
+            for index, count in zip(batch["index"], batch["count"], strict=True)
+        ]
+        return {
+            "shard": np.array([o.name for o in outcomes]),
+            "outcome": np.array([pickle.dumps(o) for o in outcomes], dtype=object),
+        }
 
     async def _run_shard(self, index: int, count: int) -> _ShardOutcome:
         cfg = self._config
-        config = replace(
-            cfg,
-            shard=(index, count),
-            output=shard_path(cfg.output, index, count),
-            summary_path=None,
-        )
-        name = shard_path(cfg.output, index, count).name
+        output = shard_path(cfg.output, index, count)
+        name = output.name
         limiter = RayLimiter(self._limiter, owner=name)
         try:
-            await limiter.reset()  # permits an earlier, crashed attempt left behind
+            # What the shard held before this attempt (the runner reads it again): kept for the
+            # job by the first attempt, so that rows a dying attempt wrote are told apart from
+            # rows of earlier runs. Starting the attempt also frees the permits it left.
+            done = 0
+            if not cfg.restart:
+                done = await anyio.to_thread.run_sync(_requests_done, output, cfg.retry_failed)
+            earlier, done_before = await limiter.start_attempt(done)
+            # A retry resumes what the attempts before it committed, even under --restart.
+            config = replace(
+                cfg,
+                shard=(index, count),
+                output=output,
+                summary_path=None,
+                restart=cfg.restart and not earlier,
+            )
             runner = Runner(config, limiter=limiter)
             summary = await runner.run()
         except BatchRunnerError as exc:
             logger.error("%s: %s", name, exc)
             return _ShardOutcome(name, None, None, exc)
+        if earlier:
+            logger.warning("%s: attempt %d finished the shard", name, earlier + 1)
         logger.info("%s: %d sent, %d skipped", name, summary.sent, summary.skipped)
-        return _ShardOutcome(name, summary, runner.stats, None)
+        return _ShardOutcome(name, summary, runner.stats, None, earlier, done_before)
+
+
+def _requests_done(output: Path, retry_failed: bool) -> int:
+    """Requests a shard's output already holds as final (none for a shard not yet started)."""
+    return load_resume_state(output).count_done(retry_failed=retry_failed)
 
 
 def _shard_count(config: RunConfig, shards: int | None, workers: int) -> int:
@@ -158,26 +197,55 @@ def run_on_ray(
     for outcome in outcomes:
         if outcome.error is not None and not isinstance(outcome.error, AbortError):
             raise outcome.error  # a usage error: the same for every shard
-    summaries = [o.summary for o in outcomes if o.summary is not None]
-    stats = merge_run_stats(o.stats for o in outcomes if o.stats is not None)
+    return _job_summary(config, outcomes, count, merge=merge, wall_s=wall)
+
+
+def _job_summary(
+    config: RunConfig, outcomes: Sequence[_ShardOutcome], count: int, *, merge: bool, wall_s: float
+) -> RunSummary:
+    """Merge the shards once all finished cleanly, and sum up the job from its output."""
+    finished = [(o, o.summary) for o in outcomes if o.summary is not None]
+    summaries = [s for _, s in finished]
     fatal = next((f"{o.name}: {o.error}" for o in outcomes if o.error is not None), None)
     fatal = fatal or next((f"{s.output.name}: {s.fatal}" for s in summaries if s.fatal), None)
     stopped = next((f"{s.output.name}: {s.stopped}" for s in summaries if s.stopped), None)
-    if merge and fatal is None and stopped is None:
-        merge_shards(config.output, count=count, ordered=config.ordered)
+    if fatal is None and stopped is None:
+        if merge:
+            merge_shards(config.output, count=count, ordered=config.ordered)
+        files = (
+            [config.output]
+            if merge
+            else [shard_path(config.output, i, count) for i in range(count)]
+        )
+        stats = _output_stats(files, wall_s)
+    else:
+        # Unfinished shards cannot be read back: count what the last attempts wrote.
+        merged = merge_run_stats(o.stats for o in outcomes if o.stats is not None)
+        stats = merged.snapshot(wall_s=wall_s)
+    # Rows committed by an attempt whose worker died were skipped by the attempt that
+    # finished its shard: this job wrote them, no earlier run did.
+    lost = sum(o.rows_of_dead_attempts for o, _ in finished)
     return RunSummary(
         output=config.output,
-        stats=stats.snapshot(wall_s=wall),
-        sent=sum(s.sent for s in summaries),
-        written=sum(s.written for s in summaries),
-        skipped=sum(s.skipped for s in summaries),
+        stats=stats,
+        sent=sum(s.sent for s in summaries) + lost,
+        written=sum(s.written for s in summaries) + lost,
+        skipped=sum(s.skipped for s in summaries) - lost,
         earlier_errors=sum(s.earlier_errors for s in summaries),
         bad_rows=sum(s.bad_rows for s in summaries),
         duplicates=sum(s.duplicates for s in summaries),
-        wall_s=wall,
+        wall_s=wall_s,
         stopped=stopped,
         fatal=fatal,
     )
+
+
+def _output_stats(paths: Sequence[Path], wall_s: float) -> StatsSnapshot:
+    """Statistics of the job's output as it stands, whichever attempt or run wrote each row."""
+    stats = RunStats()
+    for result in load_results(paths, columns=STATS_COLUMNS):
+        stats.add(result)
+    return stats.snapshot(wall_s=wall_s)
 
 
 def _run_plans(
@@ -197,10 +265,15 @@ def _run_plans(
     try:
         shipped = replace(config, auth=replace(config.auth, static_token=None))
         items = [{"index": i, "count": n} for i, n in plans]
+        # One shard per actor at a time: a shard whose actor dies is then the first thing the
+        # restarted actor runs, rather than waiting behind another shard queued on it.
+        pool = ray.data.ActorPoolStrategy(
+            size=min(workers, len(items)), max_tasks_in_flight_per_actor=1
+        )
         dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            AsyncShardRunner,
+            ShardRunner,
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
+            compute=pool,
             num_cpus=num_cpus,
             fn_constructor_kwargs={
                 "config": shipped,

@@ -7,7 +7,10 @@ implements the :class:`~batchrunner.limits.Limiter` protocol with one actor call
 admission and a fire-and-forget call per release.
 
 Permits are held per *owner* (a shard). A worker that dies holding permits cannot give them
-back; the next attempt at its shard calls :meth:`RayLimiter.reset`, which returns them.
+back; the next attempt at its shard calls :meth:`RayLimiter.start_attempt`, which returns
+them. The service also counts the attempts at each shard and keeps what the first one found
+already done, so that the job can tell a retry from a first run and count the rows an
+attempt wrote before its worker died.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class LimiterService:
         self._limiter = LocalLimiter(config)
         self._held: dict[_Key, Permit] = {}
         self._waiting: dict[_Key, asyncio.Task[Any]] = {}
+        self._attempts: dict[str, tuple[int, int]] = {}  # owner -> (attempts, first one's done)
 
     async def acquire(
         self, owner: str, request: int, model: str, input_tokens: int, output_tokens: int
@@ -72,6 +76,17 @@ class LimiterService:
         if task is not None:
             task.cancel()
         self.release(owner, request, Outcome("cancelled"))
+
+    def start_attempt(self, owner: str, done: int) -> tuple[int, int]:
+        """An attempt at ``owner`` starts and finds ``done`` requests already final.
+
+        Returns the permits earlier attempts at ``owner`` still hold (their worker died), and
+        ``(earlier attempts, done as the first attempt found it)``.
+        """
+        earlier, first_done = self._attempts.get(owner, (0, done))
+        self._attempts[owner] = (earlier + 1, first_done)
+        self.reset(owner)
+        return earlier, first_done
 
     def reset(self, owner: str) -> int:
         """Return every permit ``owner`` holds or waits for (a worker died); how many."""
@@ -113,9 +128,12 @@ class RayLimiter:
         self._next = 0
         self._requests: dict[int, int] = {}  # id(permit) -> request number, while held
 
-    async def reset(self) -> None:
-        """Return what an earlier attempt of this owner left holding."""
-        await self._call(self._service.reset.remote(self._owner))
+    async def start_attempt(self, done: int) -> tuple[int, int]:
+        """Begin an attempt at this owner's shard: :meth:`LimiterService.start_attempt`."""
+        earlier, first_done = await self._call(
+            self._service.start_attempt.remote(self._owner, done)
+        )
+        return int(earlier), int(first_done)
 
     async def acquire(self, model: str, estimate: TokenEstimate) -> Permit:
         self._next += 1
