@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from batchrunner.classify import error_from_exception
 from batchrunner.client import Answer, ChatClient
 from batchrunner.counters import Counters
-from batchrunner.errors import RequestError
+from batchrunner.errors import AbortError, RequestError
 from batchrunner.limits import Limiter, Outcome, TokenEstimate
 from batchrunner.pricing import PriceTable
 from batchrunner.requests import RequestSpec
@@ -141,6 +141,8 @@ class Sender:
                 )
         except RequestError as exc:
             return self._error_result(spec, exc, attempts, last_status, started_at)
+        except AbortError:
+            raise  # the whole run stops (credentials, a shared limiter gone): not a row's error
         except Exception as exc:
             logger.error("%s %s: unexpected %s", spec.id, spec.model, type(exc).__name__)
             error = error_from_exception(exc)

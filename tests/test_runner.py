@@ -14,6 +14,7 @@ import pytest
 
 from batchrunner.auth import Secret, StaticAuthenticator
 from batchrunner.config import RunConfig
+from batchrunner.errors import AbortError
 from batchrunner.limits import LimitConfig, LocalLimiter
 from batchrunner.requests import RequestDefaults
 from batchrunner.retry import RetryPolicy
@@ -287,3 +288,39 @@ async def test_stalled_attempts_are_abandoned_at_the_timeout_and_retried(
     assert {r["status"] for r in rows} == {"ok"}
     assert summary.stats.total.retries_by_cause.get("timeout", 0) > 0
     assert all(r["latency_s"] < 0.5 for r in rows)
+
+
+class _LimiterThatGoesAway(LocalLimiter):
+    """Admits ``admit`` requests, then fails the way a lost shared limiter does."""
+
+    def __init__(self, admit: int) -> None:
+        super().__init__(LimitConfig(max_concurrency=4))
+        self._left = admit
+
+    async def acquire(self, model: str, estimate: Any) -> Any:
+        if self._left <= 0:
+            raise AbortError("the job's shared limiter (a Ray actor) is gone")
+        self._left -= 1
+        return await super().acquire(model, estimate)
+
+
+async def test_a_lost_limiter_stops_the_run_instead_of_failing_every_row(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(50))
+    out = tmp_path / "out.jsonl"
+    config = RunConfig(input=tmp_path / "in.jsonl", output=out, concurrency=4)
+    runner = Runner(
+        config,
+        url=sim.base_url(),
+        authenticator=StaticAuthenticator(Secret(TOKEN)),
+        retry_policy=RetryPolicy.no_wait(),
+        limiter=_LimiterThatGoesAway(admit=10),
+    )
+    summary = await runner.run()
+
+    assert summary.exit_status == 3
+    assert summary.fatal is not None and "limiter" in summary.fatal
+    rows = read_results(out)
+    assert rows and all(r["status"] == "ok" for r in rows)  # no row blamed for it
+    assert len(rows) <= 10
