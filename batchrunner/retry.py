@@ -19,7 +19,7 @@ import tenacity
 
 from batchrunner.errors import RequestError
 
-__all__ = ["RetryPolicy", "call_with_retries", "retry_after_first"]
+__all__ = ["RetryPolicy", "call_with_retries"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,40 +87,14 @@ async def call_with_retries(
     error, wait)`` is called before each wait.
     """
     started = clock()
+    # The first attempt runs outside tenacity: most rows succeed at once, and building a
+    # retry controller for each of them was a measurable share of the pool's CPU.
     try:
         return await attempt_fn(1)
     except RequestError as exc:
         if not exc.retryable:
             raise
-        return await retry_after_first(
-            attempt_fn,
-            exc,
-            policy,
-            started=started,
-            sleep=sleep,
-            clock=clock,
-            on_retry=on_retry,
-            rng=rng,
-        )
-
-
-async def retry_after_first(
-    attempt_fn: Callable[[int], Awaitable[T]],
-    first_error: RequestError,
-    policy: RetryPolicy,
-    *,
-    started: float,
-    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-    clock: Callable[[], float] = time.monotonic,
-    on_retry: Callable[[int, RequestError, float], None] | None = None,
-    rng: random.Random | None = None,
-) -> T:
-    """Go on from a first attempt that started at ``started`` and failed with ``first_error``.
-
-    Callers make the first attempt themselves: most rows succeed at once, and building a
-    retry controller for each of them was a measurable share of the pool's CPU.
-    """
-    pending: RequestError | None = first_error
+        first_error: RequestError | None = exc
     attempt = 0
 
     def retry_if(state: tenacity.RetryCallState) -> bool:
@@ -149,12 +123,12 @@ async def retry_after_first(
             on_retry(state.attempt_number, error, state.upcoming_sleep)
 
     async def one_attempt() -> T:
-        nonlocal attempt, pending
+        nonlocal attempt, first_error
         attempt += 1
-        if pending is not None:
+        if first_error is not None:
             # Replay the first attempt's failure so tenacity counts, waits and stops as if
             # it had made that attempt itself.
-            error, pending = pending, None
+            error, first_error = first_error, None
             raise error
         return await attempt_fn(attempt)
 

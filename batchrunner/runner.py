@@ -56,7 +56,6 @@ READ_CHUNK = 512
 # into the writer's thread a few times a second rather than once per handful of rows.
 WRITE_BATCH = 512
 WRITE_WITHIN_S = 0.05
-DEFAULT_OUTPUT_ESTIMATE = 512
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ raises ``AbortError`` only when the whole run cannot go on (no credentials).
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime
 
 from batchrunner.classify import error_from_exception
@@ -17,7 +16,7 @@ from batchrunner.errors import AbortError, RequestError
 from batchrunner.limits import Limiter, Outcome, TokenEstimate
 from batchrunner.pricing import PriceTable
 from batchrunner.requests import RequestSpec
-from batchrunner.retry import RetryPolicy, retry_after_first
+from batchrunner.retry import RetryPolicy, call_with_retries
 from batchrunner.schema import Result
 from batchrunner.stats import RunStats
 from batchrunner.usage import Usage, normalize_usage
@@ -129,16 +128,8 @@ class Sender:
             )
 
         self.in_flight_cost += cost_guess
-        first_started = time.monotonic()
         try:
-            try:
-                answer = await attempt(1)
-            except RequestError as exc:
-                if not exc.retryable:
-                    raise
-                answer = await retry_after_first(
-                    attempt, exc, self._policy, started=first_started, on_retry=on_retry
-                )
+            answer = await call_with_retries(attempt, self._policy, on_retry=on_retry)
         except RequestError as exc:
             return self._error_result(spec, exc, attempts, last_status, started_at)
         except AbortError:
