@@ -24,6 +24,7 @@ Exit status 0, 1 if batchrunner itself failed, 4 if only nginx was asked for and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import signal
@@ -115,21 +116,20 @@ def check_output(path: Path, n: int) -> str | None:
     return None
 
 
-def run_tool(
-    m: Measurement, source: Path, url: str, *, max_tokens: int, timeout_s: float, workdir: Path
-) -> Measurement:
+def run_tool(m: Measurement, source: Path, url: str, plan: Plan, workdir: Path) -> Measurement:
     out = workdir / f"{m.workload}-{m.server}-{m.tool}-{m.n}.parquet"
     out.unlink(missing_ok=True)
     argv = [sys.executable, str(PEERS), m.tool, "--input", str(source), "--output", str(out)]
-    argv += ["--url", url, "--concurrency", str(m.concurrency), "--max-tokens", str(max_tokens)]
+    argv += ["--url", url, "--concurrency", str(m.concurrency)]
+    argv += ["--max-tokens", str(plan.max_tokens)]
     label = f"{m.workload}/{m.server} {m.tool} n={m.n:,} c={m.concurrency:,}"
     print(f"… {label}", file=sys.stderr, flush=True)
     try:
         done = subprocess.run(
-            argv, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=timeout_s
+            argv, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=plan.timeout_s
         )
     except subprocess.TimeoutExpired:
-        m.note = f"did not finish within {timeout_s:g} s"
+        m.note = f"did not finish within {plan.timeout_s:g} s"
         return m
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
@@ -335,29 +335,24 @@ def build_plan(args: argparse.Namespace) -> Plan:
     )
 
 
+def serve(server: str, plan: Plan) -> contextlib.AbstractContextManager[str]:
+    """nginx with its canned answer, or the simulator at zero latency; yields the base URL."""
+    return run_nginx(install=plan.install) if server == "nginx" else run_simulator()
+
+
 def overhead(plan: Plan, workdir: Path, notes: list[str]) -> dict[str, list[Measurement]]:
     out: dict[str, list[Measurement]] = {}
     for server in plan.servers:
         n = plan.n if server == "nginx" else plan.sim_n
         source = make_input(workdir / f"in-{n}.parquet", n)
         try:
-            ctx = run_nginx(install=plan.install) if server == "nginx" else run_simulator()
-            with ctx as url:
+            with serve(server, plan) as url:
                 runs: dict[str, list[Measurement]] = {tool: [] for tool in plan.tools}
                 # Round-robin, so that a slow minute on a shared machine hits every tool.
                 for _ in range(plan.repeat):
                     for tool in plan.tools:
                         m = Measurement("overhead", server, tool, n, plan.concurrency)
-                        runs[tool].append(
-                            run_tool(
-                                m,
-                                source,
-                                url,
-                                max_tokens=plan.max_tokens,
-                                timeout_s=plan.timeout_s,
-                                workdir=workdir,
-                            )
-                        )
+                        runs[tool].append(run_tool(m, source, url, plan, workdir))
                 out[server] = [median_of(ms) for ms in runs.values()]
         except ServerUnavailable as exc:
             notes.append(f"overhead against {server} skipped: {exc}")
@@ -368,8 +363,7 @@ def overhead(plan: Plan, workdir: Path, notes: list[str]) -> dict[str, list[Meas
 def median_of(runs: list[Measurement]) -> Measurement:
     """One tool's repeated runs as one measurement: the median wall and CPU, the peak RSS."""
     if len(runs) == 1 or not all(m.valid for m in runs):
-        bad = next((m for m in runs if not m.valid), runs[0])
-        return bad
+        return next((m for m in runs if not m.valid), runs[0])
     first = runs[0]
     m = Measurement(first.workload, first.server, first.tool, first.n, first.concurrency)
     m.wall_s = statistics.median(r.wall_s or 0.0 for r in runs)
@@ -394,16 +388,7 @@ def inflight(plan: Plan, workdir: Path) -> list[Measurement]:
                 m = Measurement("inflight", "simulator", tool, n, concurrency)
                 m.latency_s = latency
                 m.ideal_s = n * latency / concurrency
-                ms.append(
-                    run_tool(
-                        m,
-                        source,
-                        url,
-                        max_tokens=plan.max_tokens,
-                        timeout_s=plan.timeout_s,
-                        workdir=workdir,
-                    )
-                )
+                ms.append(run_tool(m, source, url, plan, workdir))
     return ms
 
 
@@ -412,33 +397,14 @@ def memory(plan: Plan, workdir: Path, notes: list[str]) -> list[Measurement]:
     for n in plan.dry_sizes:
         source = make_input(workdir / f"in-{n}.parquet", n)
         m = Measurement("memory", "none", "batchrunner-dry-run", n, plan.concurrency)
-        ms.append(
-            run_tool(
-                m,
-                source,
-                "http://127.0.0.1:9",
-                max_tokens=plan.max_tokens,
-                timeout_s=plan.timeout_s,
-                workdir=workdir,
-            )
-        )
+        ms.append(run_tool(m, source, "http://127.0.0.1:9", plan, workdir))
     server = "nginx" if "nginx" in plan.servers else "simulator"
     try:
-        ctx = run_nginx(install=plan.install) if server == "nginx" else run_simulator()
-        with ctx as url:
+        with serve(server, plan) as url:
             for n in plan.run_sizes:
                 source = make_input(workdir / f"in-{n}.parquet", n)
                 m = Measurement("memory", server, "batchrunner", n, plan.concurrency)
-                ms.append(
-                    run_tool(
-                        m,
-                        source,
-                        url,
-                        max_tokens=plan.max_tokens,
-                        timeout_s=plan.timeout_s,
-                        workdir=workdir,
-                    )
-                )
+                ms.append(run_tool(m, source, url, plan, workdir))
     except ServerUnavailable as exc:
         notes.append(f"memory runs against {server} skipped: {exc}")
     return ms
