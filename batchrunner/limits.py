@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -44,8 +44,7 @@ _EPSILON = 1e-9
 _MAX_PROBE_DOUBLINGS = 8
 
 
-@dataclass(frozen=True, slots=True)
-class TokenEstimate:
+class TokenEstimate(NamedTuple):
     """Tokens a request is expected to use, charged to the token buckets on admission."""
 
     input_tokens: int

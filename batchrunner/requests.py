@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -64,8 +64,7 @@ class RequestDefaults:
     stream: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class RequestSpec:
+class RequestSpec(NamedTuple):
     """One request to send: the row it came from, the model, the encoded body and its size."""
 
     row: int
@@ -130,6 +129,8 @@ def _messages(row: InputRow, fields: InputFields, system: str | None) -> list[di
 
 def _merge_google(body: dict[str, Any], google: Mapping[str, Any]) -> None:
     """Move every Google extension into the documented ``extra_body.google`` form."""
+    if not google and "google" not in body and "extra_body" not in body:
+        return
     merged: dict[str, Any] = dict(google)
     top = body.pop("google", None)
     if isinstance(top, Mapping):

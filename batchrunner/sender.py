@@ -27,6 +27,9 @@ DEFAULT_OUTPUT_ESTIMATE = 512  # tokens, until a model's real outputs have been 
 _AVERAGE_WINDOW = 1000
 
 
+_NO_USAGE = Usage()
+
+
 def now_utc() -> datetime:
     """The current time, timezone-aware UTC, as result rows record it."""
     return datetime.now(UTC)
@@ -81,7 +84,7 @@ class Sender:
         started_at = now_utc()
         attempts = 0
         last_status: int | None = None
-        usage = Usage()
+        usage = _NO_USAGE
 
         async def attempt(n: int) -> Answer:
             nonlocal attempts, last_status, usage

@@ -11,16 +11,19 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Usage", "model_family", "normalize_usage"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Normalized token counts of one response; ``None`` where the server did not say."""
+class Usage(NamedTuple):
+    """Normalized token counts of one response; ``None`` where the server did not say.
+
+    A named tuple rather than a frozen dataclass: one is built for every answer, and a
+    frozen dataclass's ``__init__`` costs several times as much.
+    """
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None  # every generated token, reasoning included
@@ -51,11 +54,19 @@ def _count(value: object) -> int | None:
     return None
 
 
+def _as_mapping(value: object) -> Mapping[str, object] | None:
+    # Parsed JSON objects are dicts: check that first, the Mapping ABC check is slower.
+    if type(value) is dict:
+        return value
+    if value is None:
+        return None
+    return value if isinstance(value, Mapping) else None
+
+
 def _child(mapping: Mapping[str, object] | None, key: str) -> Mapping[str, object] | None:
     if mapping is None:
         return None
-    value = mapping.get(key)
-    return value if isinstance(value, Mapping) else None
+    return _as_mapping(mapping.get(key))
 
 
 def _reasoning_excluded(
@@ -90,7 +101,8 @@ def normalize_usage(model: str, usage: Mapping[str, object] | None) -> Usage:
     ``completion_tokens_details`` means no reasoning (the server omits zero values), so
     ``reasoning_tokens`` is 0 there; for vLLM it stays ``None`` (older vLLM never says).
     """
-    if not isinstance(usage, Mapping):
+    usage = _as_mapping(usage)
+    if usage is None:
         return Usage()
     family = model_family(model)
     prompt = _count(usage.get("prompt_tokens"))
