@@ -39,7 +39,9 @@ __all__ = ["COMPRESSION", "ROW_GROUP_ROWS", "compact_parquet", "finish_jsonl", "
 
 logger = logging.getLogger(__name__)
 
-ROW_GROUP_ROWS = 65_536
+# A part's worth of rows: finishing holds one group at a time, so its memory is the same
+# for a 10k-row output as for a 10M-row one.
+ROW_GROUP_ROWS = 10_000
 ROW_GROUP_BYTES = 32 * 1024 * 1024
 COMPRESSION = "zstd"
 _SORT_KEYS = [("row", "ascending"), ("model", "ascending")]  # rows without a position last
@@ -226,7 +228,7 @@ def compact_parquet(
     ``pending`` is the writer's last rows, not yet a part, with the number of the journal
     that holds them: OUTPUT records that number as merged, so the journal is stale from the
     rename on. Streams record batches. Memory: the repeat finder (2 bytes per row plus an
-    entry per flagged key), one row group being written (64 Ki rows or 32 MiB), one part's
+    entry per flagged key), one row group being written (10k rows or 32 MiB), one part's
     keys; with ``ordered`` the whole result table is sorted in memory (about OUTPUT's
     uncompressed size).
     """
@@ -277,10 +279,10 @@ def _table_keys(table: pa.Table) -> Iterator[int]:
 
 def _batches(source: Source) -> Iterator[pa.RecordBatch]:
     if isinstance(source, pa.Table):
-        yield from source.to_batches(BATCH_ROWS)
+        yield from source.to_batches(ROW_GROUP_ROWS)
         return
     with pq.ParquetFile(source) as pf:
-        yield from pf.iter_batches(batch_size=BATCH_ROWS)
+        yield from pf.iter_batches(batch_size=ROW_GROUP_ROWS)
 
 
 def _write_compacted(
