@@ -98,6 +98,42 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+class PeerUnavailable(RuntimeError):
+    """A peer could not be installed here."""
+
+
+# -- Bespoke Curator -------------------------------------------------------------------------
+
+CURATOR_REQUIREMENT = "bespokelabs-curator==0.1.31"
+CURATOR_VENV = REPO / "benchmarks" / ".venv-curator"
+
+
+def curator_python(*, install: bool = True) -> Path:
+    """The interpreter of a virtualenv of its own that holds Bespoke Curator.
+
+    Curator pins older aiohttp, openai and pydantic than the other peers use, so it is not
+    installed beside them; its environment is made once (about two minutes) and reused.
+    """
+    python = CURATOR_VENV / "bin" / "python"
+    found = "import importlib.util as u; assert u.find_spec('bespokelabs.curator')"
+    probe = [str(python), "-c", found + " and u.find_spec('pyarrow')"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return python
+    if not install:
+        raise PeerUnavailable(f"no Curator environment at {CURATOR_VENV} (drop --no-install)")
+    print(f"… installing {CURATOR_REQUIREMENT} into {CURATOR_VENV}", file=sys.stderr, flush=True)
+    steps = (
+        [sys.executable, "-m", "venv", "--clear", str(CURATOR_VENV)],
+        [str(python), "-m", "pip", "install", "-q", CURATOR_REQUIREMENT, "pyarrow"],
+    )
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise PeerUnavailable(f"could not install {CURATOR_REQUIREMENT}: {tail[:200]}")
+    return python
+
+
 # -- nginx ---------------------------------------------------------------------------------
 
 

@@ -38,7 +38,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import REPO, ServerUnavailable, child_env, machine, make_input, run_nginx, run_simulator
+from common import (
+    REPO,
+    PeerUnavailable,
+    ServerUnavailable,
+    child_env,
+    curator_python,
+    machine,
+    make_input,
+    run_nginx,
+    run_simulator,
+)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -53,6 +63,7 @@ TOOLS = (
     "openai",
     "cookbook",
     "litellm",
+    "curator",
 )
 QUICK_TOOLS = ("batchrunner", "aiohttp", "openai")
 DESCRIPTIONS = {
@@ -65,6 +76,8 @@ DESCRIPTIONS = {
     "openai": "openai AsyncOpenAI + asyncio.Semaphore, SDK defaults",
     "cookbook": "OpenAI cookbook parallel processor (aiohttp, token buckets, 1 ms loop)",
     "litellm": "litellm.acompletion + asyncio.Semaphore (model openai/…, api_base)",
+    "curator": "Bespoke Curator online mode (`curator.LLM`, OpenAI backend, `base_url`, "
+    "`max_concurrent_requests`), in its own virtualenv; it sends one extra probe request",
 }
 
 
@@ -119,7 +132,9 @@ def check_output(path: Path, n: int) -> str | None:
 def run_tool(m: Measurement, source: Path, url: str, plan: Plan, workdir: Path) -> Measurement:
     out = workdir / f"{m.workload}-{m.server}-{m.tool}-{m.n}.parquet"
     out.unlink(missing_ok=True)
-    argv = [sys.executable, str(PEERS), m.tool, "--input", str(source), "--output", str(out)]
+    python = plan.curator_python if m.tool == "curator" else None
+    argv = [str(python or sys.executable), str(PEERS), m.tool]
+    argv += ["--input", str(source), "--output", str(out)]
     argv += ["--url", url, "--concurrency", str(m.concurrency)]
     argv += ["--max-tokens", str(plan.max_tokens)]
     label = f"{m.workload}/{m.server} {m.tool} n={m.n:,} c={m.concurrency:,}"
@@ -305,6 +320,7 @@ class Plan:
     install: bool
     timeout_s: float
     repeat: int = 1
+    curator_python: Path | None = None
 
 
 def build_plan(args: argparse.Namespace) -> Plan:
@@ -425,7 +441,9 @@ def main() -> int:
         "--repeat", type=int, default=1, help="overhead runs per tool, medians reported (1)"
     )
     parser.add_argument("--tools", help=f"comma-separated subset of {','.join(TOOLS)}")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get nginx")
+    parser.add_argument(
+        "--no-install", action="store_true", help="install nothing (nginx, Curator's virtualenv)"
+    )
     parser.add_argument("--tool-timeout", type=float, default=600.0, metavar="SECONDS")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write results")
     args = parser.parse_args()
@@ -434,6 +452,12 @@ def main() -> int:
     plan = build_plan(args)
     began = time.monotonic()
     notes: list[str] = []
+    if "curator" in plan.tools:
+        try:
+            plan.curator_python = curator_python(install=plan.install)
+        except PeerUnavailable as exc:
+            notes.append(f"curator skipped: {exc}")
+            plan.tools = tuple(t for t in plan.tools if t != "curator")
     sections: list[tuple[str, str, list[Measurement]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         workdir = Path(tmp)
@@ -470,7 +494,8 @@ def main() -> int:
         f"- machine: {info['cpu']}, {info['nproc']} CPUs, Python {info['python']}, {info['os']}",
         f"- request: one user message, `max_tokens` {plan.max_tokens}; every tool runs in its "
         "own process on uvloop (except aiohttp-stdloop); CPU = user + system time of that "
-        "process around the run (read, send, write), server excluded; peak RSS = its ru_maxrss.",
+        "process (and children it waited for) around the run (read, send, write), server "
+        "excluded; peak RSS = its ru_maxrss.",
         "- a tool's figures are shown only if its output has one ok row per input id.",
         "",
         "Tools:",
@@ -504,7 +529,9 @@ def main() -> int:
             for title, _, ms in sections
         ],
     }
-    (args.results / "compare.json").write_text(json.dumps(payload, indent=2) + "\n", "utf-8")
+    (args.results / "compare.json").write_text(
+        json.dumps(payload, indent=2, default=str) + "\n", "utf-8"
+    )
     measured = [m for _, _, ms in sections for m in ms]
     if plan.servers == ("nginx",) and not measured:
         return 4

@@ -2,9 +2,10 @@
 
 Each tool reads the same Parquet input, sends every row as one chat completion with at
 most ``--concurrency`` requests in flight, and writes one result row per input row to
-Parquet, the way its users would write it. The process measures its own CPU time
-(``getrusage(RUSAGE_SELF)``, all threads) and wall time around the run only, after its
-imports, and prints one JSON line with the figures; peak RSS is the process's ``ru_maxrss``.
+Parquet, the way its users would write it. The process measures its CPU time (all its
+threads, and any child processes it waited for) and wall time around the run only, after
+its imports, and prints one JSON line with the figures; peak RSS is its ``ru_maxrss``.
+Curator runs under the interpreter of its own virtualenv (``common.curator_python``).
 
     python benchmarks/peers.py TOOL --input IN.parquet --output OUT.parquet --url BASE_URL
 """
@@ -16,7 +17,9 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -35,6 +38,7 @@ TOOLS = (
     "openai",
     "cookbook",
     "litellm",
+    "curator",
 )
 
 
@@ -347,6 +351,68 @@ async def run_cookbook(job: Job, rows: list[tuple[str, str]]) -> list[Row]:
     return out
 
 
+def curator_offline(workdir: Path) -> None:
+    """What Curator needs to run with no network, set before it is imported."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("litellm")
+    assert spec is not None and spec.submodule_search_locations
+    tokenizers = Path(spec.submodule_search_locations[0]) / "litellm_core_utils" / "tokenizers"
+    os.environ.update(
+        {
+            # Its OpenAI backend loads tiktoken's cl100k_base; litellm ships the file.
+            "TIKTOKEN_CACHE_DIR": str(tokenizers),
+            "TELEMETRY_ENABLED": "false",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "CURATOR_DISABLE_RICH_DISPLAY": "1",
+            "CURATOR_CACHE_DIR": str(workdir / "cache"),  # fresh: no answer comes from cache
+            "HOME": str(workdir),  # it writes ~/.cache/.curator_config even with telemetry off
+        }
+    )
+
+
+def run_curator(job: Job) -> None:
+    """Curator's online mode as its docs show it: an ``LLM`` subclass over a Dataset."""
+    from bespokelabs import curator
+    from datasets import Dataset
+
+    class Answer(curator.LLM):  # type: ignore[misc]
+        def prompt(self, row: dict[str, Any]) -> str:
+            return str(row["prompt"])
+
+        def parse(self, row: dict[str, Any], response: str) -> dict[str, Any]:
+            return {"id": row["id"], "output": response}
+
+    rows = read_input(job.input)
+    dataset = Dataset.from_dict({"id": [i for i, _ in rows], "prompt": [p for _, p in rows]})
+    llm = Answer(
+        model_name=job.model,
+        backend="openai",  # a custom base URL needs the backend named
+        generation_params={"max_tokens": job.max_tokens},
+        backend_params={
+            "base_url": job.base_url,
+            "api_key": "not-checked-by-the-local-server",
+            "max_concurrent_requests": job.concurrency,
+            "max_requests_per_minute": 10_000_000,
+            "max_tokens_per_minute": 10_000_000_000,
+        },
+    )
+    answered = llm(dataset).dataset
+    started = time.perf_counter()
+    write_output(
+        job.output,
+        [
+            {"id": i, "status": "ok", "output": text, "latency_s": None, "http_status": 200}
+            if text is not None
+            else error_row(i, None, "no answer", started)
+            for i, text in zip(answered["id"], answered["output"], strict=True)
+        ],
+    )
+
+
 # -- batchrunner ---------------------------------------------------------------------------
 
 
@@ -390,6 +456,9 @@ def preload(tool: str) -> None:
     elif tool == "litellm":
         os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no network at import
         import litellm  # noqa: F401
+    elif tool == "curator":
+        import bespokelabs.curator  # noqa: F401
+        import datasets  # noqa: F401
     elif tool.startswith("httpx"):
         import httpx  # noqa: F401
         import httpx_aiohttp  # noqa: F401
@@ -420,6 +489,13 @@ def run_peer(job: Job, tool: str) -> None:
         uvloop.run(main())
 
 
+def cpu_times() -> tuple[float, float]:
+    """User and system seconds of this process and of any children it waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tool", choices=TOOLS)
@@ -431,23 +507,29 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
     job = Job(args)
+    scratch = Path(tempfile.mkdtemp(prefix="curator-", dir=job.output.parent))
+    if args.tool == "curator":
+        curator_offline(scratch)
     preload(args.tool)
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = cpu_times()
     started = time.perf_counter()
     exit_status = 0
     if args.tool.startswith("batchrunner"):
         exit_status = run_batchrunner(job, dry_run=args.tool == "batchrunner-dry-run")
+    elif args.tool == "curator":
+        run_curator(job)
     else:
         run_peer(job, args.tool)
     wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    after = cpu_times()
+    shutil.rmtree(scratch, ignore_errors=True)
     figures = {
         "tool": args.tool,
         "wall_s": wall,
-        "user_s": after.ru_utime - before.ru_utime,
-        "sys_s": after.ru_stime - before.ru_stime,
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "maxrss_mb": after.ru_maxrss / 1024,
+        "user_s": after[0] - before[0],
+        "sys_s": after[1] - before[1],
+        "cpu_s": (after[0] - before[0]) + (after[1] - before[1]),
+        "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "throttled": job.throttled,
         "exit_status": exit_status,
     }
