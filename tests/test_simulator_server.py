@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import math
 import random
+import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import pytest
 import requests
 
 import batchrunner.simulator as simulator
@@ -143,3 +147,30 @@ def test_serve_runs_until_sigterm_and_flushes_its_log(tmp_path: Path) -> None:
     assert "stopped" in out
     (record,) = [json.loads(line) for line in log.read_text().splitlines()]
     assert record["status"] == 200
+
+
+@pytest.mark.anyio
+async def test_a_burst_of_connections_is_queued_not_dropped() -> None:
+    # 600 clients connect while the server's loop is busy (this test holds it): the
+    # kernel must queue every handshake. With aiohttp's default backlog of 128, the rest
+    # would wait for SYN retransmits, as thousands of batchrunner connections once did.
+    async with simulator.open_simulator(SimulatorConfig()) as sim:
+        clients = []
+        try:
+            for _ in range(600):
+                client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                client.setblocking(False)
+                client.connect_ex(("127.0.0.1", sim.port))
+                clients.append(client)
+            deadline = time.monotonic() + 2.0
+            pending = list(clients)
+            while pending and time.monotonic() < deadline:
+                _, writable, _ = select.select([], pending, [], 0.05)
+                pending = [c for c in pending if c not in writable]
+            connected = [
+                c for c in clients if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            ]
+            assert not pending and len(connected) == 600
+        finally:
+            for client in clients:
+                client.close()

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 # How long shutdown waits for requests still being served (stalls, slow streams).
 _SHUTDOWN_TIMEOUT_S = 0.5
+_BACKLOG = 8192  # the kernel caps it at net.core.somaxconn
 
 
 class Simulator:
@@ -91,7 +92,10 @@ async def open_simulator(
     try:
         sock = _bind(config.host, config.port)
         try:
-            site = web.SockSite(runner, sock)
+            # aiohttp listens again with its own backlog (128 unless told): thousands of
+            # clients connecting at once would see dropped SYNs and a second's retransmit,
+            # which a real endpoint's front end does not impose.
+            site = web.SockSite(runner, sock, backlog=_BACKLOG)
             await site.start()
         except BaseException:
             sock.close()
@@ -114,7 +118,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.listen(1024)
+    sock.listen(_BACKLOG)
     sock.setblocking(False)
     return sock
 
