@@ -102,6 +102,42 @@ class PeerUnavailable(RuntimeError):
     """A peer could not be installed here."""
 
 
+# -- the peers installed beside batchrunner -------------------------------------------------
+
+REQUIREMENTS = REPO / "benchmarks" / "requirements.txt"
+# The modules each tool imports, beyond batchrunner's own dependencies.
+PEER_MODULES = {
+    "batchrunner": ("httpx_aiohttp", "uvloop"),
+    "aiohttp": ("aiohttp", "uvloop"),
+    "aiohttp-stdloop": ("aiohttp",),
+    "httpx": ("httpx", "uvloop"),
+    "httpx-aiohttp": ("httpx_aiohttp", "uvloop"),
+    "openai": ("openai", "uvloop"),
+    "cookbook": ("aiohttp", "uvloop"),
+    "litellm": ("litellm", "uvloop"),
+}
+
+
+def ensure_peers(tools: tuple[str, ...], *, install: bool = True) -> None:
+    """Install ``benchmarks/requirements.txt`` here when a tool's modules are missing."""
+    import importlib.util
+
+    missing = sorted(
+        {m for t in tools for m in PEER_MODULES.get(t, ()) if importlib.util.find_spec(m) is None}
+    )
+    if not missing:
+        return
+    if not install:
+        raise PeerUnavailable(f"not installed: {', '.join(missing)} (drop --no-install)")
+    print(f"… installing {REQUIREMENTS.name} (missing {', '.join(missing)})", file=sys.stderr)
+    command = [sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PeerUnavailable(f"could not install {REQUIREMENTS.name}: {tail[:200]}")
+    importlib.invalidate_caches()
+
+
 # -- Bespoke Curator -------------------------------------------------------------------------
 
 CURATOR_REQUIREMENT = "bespokelabs-curator==0.1.31"

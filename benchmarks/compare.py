@@ -17,6 +17,10 @@ row per input id. Workloads:
 With ``--repeat R`` every overhead tool runs R times, round-robin, and the table shows the
 median run and the range of CPU per request.
 
+On a fresh machine it installs what it needs unless told ``--no-install``: the peers in
+``benchmarks/requirements.txt`` into this interpreter's environment, nginx from apt when
+running as root, and Bespoke Curator into a virtualenv of its own.
+
 Results: ``benchmarks/results/compare.json`` and ``compare.md``; the tables are printed too.
 Exit status 0, 1 if batchrunner itself failed, 4 if only nginx was asked for and is unavailable.
 """
@@ -44,6 +48,7 @@ from common import (
     ServerUnavailable,
     child_env,
     curator_python,
+    ensure_peers,
     machine,
     make_input,
     run_nginx,
@@ -442,7 +447,9 @@ def main() -> int:
     )
     parser.add_argument("--tools", help=f"comma-separated subset of {','.join(TOOLS)}")
     parser.add_argument(
-        "--no-install", action="store_true", help="install nothing (nginx, Curator's virtualenv)"
+        "--no-install",
+        action="store_true",
+        help="install nothing (the peers, nginx, Curator's virtualenv)",
     )
     parser.add_argument("--tool-timeout", type=float, default=600.0, metavar="SECONDS")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write results")
@@ -452,6 +459,11 @@ def main() -> int:
     plan = build_plan(args)
     began = time.monotonic()
     notes: list[str] = []
+    try:
+        ensure_peers(plan.tools, install=plan.install)
+    except PeerUnavailable as exc:
+        notes.append(f"peers not installed, their runs will fail: {exc}")
+        print(f"! {notes[-1]}", file=sys.stderr)
     if "curator" in plan.tools:
         try:
             plan.curator_python = curator_python(install=plan.install)

@@ -24,7 +24,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 def run_compare(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, str(COMPARE), "--quick", "--results", str(tmp_path), *args],
+        # --no-install: the suite never reaches for a package registry or apt.
+        [
+            sys.executable,
+            str(COMPARE),
+            "--quick",
+            "--no-install",
+            "--results",
+            str(tmp_path),
+            *args,
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -50,7 +59,7 @@ def test_quick_comparison_against_the_simulator_prints_every_table(tmp_path: Pat
 def test_quick_comparison_against_nginx_prints_its_table(tmp_path: Path) -> None:
     if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
-    done = run_compare(tmp_path, "--servers", "nginx", "--workloads", "overhead", "--no-install")
+    done = run_compare(tmp_path, "--servers", "nginx", "--workloads", "overhead")
     if done.returncode == SERVER_UNAVAILABLE:
         pytest.skip(f"nginx could not be started: {done.stderr.strip()[-300:]}")
     assert done.returncode == 0, done.stderr[-2000:]
