@@ -248,7 +248,27 @@ def overhead_table(ms: list[Measurement]) -> str:
                 "ok",
             ]
         )
-    return table(header, rows)
+    return table(header, rows) + _rounds_against_floor(base, floor)
+
+
+def _rounds_against_floor(base: Measurement | None, floor: Measurement | None) -> str:
+    """batchrunner against the floor round by round: each pair ran back to back."""
+    if base is None or floor is None:
+        return ""
+    ours, theirs = base.extra.get("runs") or [], floor.extra.get("runs") or []
+    if len(ours) < 2 or len(ours) != len(theirs):
+        return ""
+    cpu = [a["cpu_s"] / b["cpu_s"] for a, b in zip(ours, theirs, strict=True)]
+    rps = [b["wall_s"] / a["wall_s"] for a, b in zip(ours, theirs, strict=True)]
+
+    def listed(values: list[float]) -> str:
+        each = ", ".join(f"{v:.2f}" for v in values)
+        return f"{each} (median {statistics.median(values):.2f})"
+
+    return (
+        f"\n\nbatchrunner against the floor, round by round: CPU per request {listed(cpu)}×;"
+        f" req/s {listed(rps)}×."
+    )
 
 
 def inflight_table(ms: list[Measurement]) -> str:

@@ -65,3 +65,25 @@ def test_quick_comparison_against_nginx_prints_its_table(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr[-2000:]
     assert "against nginx (canned answer)" in done.stdout
     assert "| batchrunner " in done.stdout
+
+
+def test_repeated_rounds_are_compared_pair_by_pair() -> None:
+    # Rounds drift on a shared machine: each batchrunner run is set against the floor's
+    # run of the same round, not against the floor's median.
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from compare import Measurement, overhead_table
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+    def measured(tool: str, rounds: list[tuple[float, float]]) -> Measurement:
+        m = Measurement("overhead", "nginx", tool, 1_000, 10, valid=True, maxrss_mb=1.0)
+        m.wall_s, m.cpu_s, m.throttled = rounds[0][0], rounds[0][1], 0
+        m.extra["runs"] = [{"wall_s": w, "cpu_s": c} for w, c in rounds]
+        return m
+
+    ours = measured("batchrunner", [(2.0, 1.2), (4.0, 3.0), (2.5, 1.5)])
+    floor = measured("aiohttp", [(1.0, 1.0), (4.0, 2.0), (2.0, 1.0)])
+    text = overhead_table([ours, floor])
+    assert "CPU per request 1.20, 1.50, 1.50 (median 1.50)×" in text
+    assert "req/s 0.50, 1.00, 0.80 (median 0.80)×" in text
