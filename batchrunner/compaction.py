@@ -20,18 +20,17 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.resume import (
+from batchrunner.durable import fsync_dir, replacing
+from batchrunner.layout import (
     BATCH_ROWS,
     KEY_COLUMNS,
     PARTS_THROUGH_KEY,
     Entry,
-    fsync_dir,
     iter_parquet_entries,
     key_of,
     parse_line,
     parts_dir,
     read_part_entries,
-    replacing,
 )
 from batchrunner.schema import RESULT_SCHEMA
 

@@ -23,15 +23,9 @@ from typing import Any
 
 import ray
 
+from batchrunner.admission import LimitConfig, LimiterStatistics, Outcome, Permit, TokenEstimate
 from batchrunner.errors import AbortError
-from batchrunner.limits import (
-    LimitConfig,
-    LimiterStatistics,
-    LocalLimiter,
-    Outcome,
-    Permit,
-    TokenEstimate,
-)
+from batchrunner.limits import LocalLimiter
 
 __all__ = ["LimiterService", "RayLimiter", "start_limiter"]
 

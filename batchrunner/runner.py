@@ -36,11 +36,12 @@ from batchrunner.errors import (
 )
 from batchrunner.handoff import ResultBuffer, WorkQueue
 from batchrunner.idset import IdSet
+from batchrunner.layout import key_of
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
 from batchrunner.readers import BadRow, InputRow, check_input
 from batchrunner.requests import RequestSpec, RowProblem, row_models
-from batchrunner.resume import ResumeState, RunIdentity, check_identity, key_of, load_resume_state
+from batchrunner.resume import ResumeState, RunIdentity, check_identity, load_resume_state
 from batchrunner.retry import RetryPolicy
 from batchrunner.schema import Result
 from batchrunner.sender import Sender, now_utc

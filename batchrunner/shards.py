@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrunner.errors import ConfigError, InputFileError
+from batchrunner.layout import manifest_path
 from batchrunner.readers import (
     BadRow,
     InputFields,
@@ -39,7 +40,6 @@ from batchrunner.readers import (
     read_rows,
 )
 from batchrunner.report import load_results
-from batchrunner.resume import manifest_path
 from batchrunner.schema import Result
 from batchrunner.stats import RunStats
 from batchrunner.writers import open_writer

@@ -31,24 +31,26 @@ from batchrunner.compaction import (
     finish_jsonl,
     read_journal,
 )
-from batchrunner.errors import OutputError
-from batchrunner.resume import (
+from batchrunner.durable import (
     ensure_parent,
     fsync_dir,
-    journal_path,
-    not_our_output,
     output_error,
+    remove_quietly,
+    temp_path,
+    write_all,
+    write_atomically,
+)
+from batchrunner.errors import OutputError
+from batchrunner.layout import (
+    journal_path,
     output_format,
     parse_line,
     part_path,
     parts_dir,
     read_parts_through,
-    remove_quietly,
     scan_parts,
-    temp_path,
-    write_all,
-    write_atomically,
 )
+from batchrunner.resume import not_our_output
 from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result
 
 __all__ = ["ResultWriter", "open_writer"]
