@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 
@@ -85,3 +86,21 @@ RESULT_SCHEMA = pa.schema(
 )
 
 assert tuple(RESULT_SCHEMA.names) == RESULT_FIELDS
+
+_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_APPEND_NEWLINE
+
+
+def result_line(result: Result) -> bytes:
+    """``result`` as one line of JSONL output, newline included; never raises."""
+    try:
+        return orjson.dumps(result, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(clean_row(result), option=_JSON_OPTIONS)
+
+
+def clean_row(result: Result) -> dict[str, object]:
+    """``result`` as a dict with lone surrogates replaced: neither UTF-8 nor Parquet holds them."""
+    return {
+        name: value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
+        for name, value in result.to_dict().items()
+    }

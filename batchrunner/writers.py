@@ -1,9 +1,10 @@
 """Result writers: append result rows to OUTPUT so that a crash at any moment loses no paid-for row.
 
-JSONL appends one line per row and hands it to the OS at once. Parquet does the same into a
-journal (JSONL lines) while it fills a buffer, commits the buffer as a part file (complete or
-absent) every ``part_rows`` rows, and ``close()`` compacts everything into one ordinary file.
-The layout on disk, and how a later run reads it back, is described in ``batchrunner.resume``.
+JSONL appends one line per row and hands it to the OS at once (here). Parquet does the same
+into a journal (JSONL lines) while it fills a buffer, commits the buffer as a part file
+(complete or absent) every ``part_rows`` rows, and ``close()`` compacts everything into one
+ordinary file (``batchrunner.parquet_writer``). The layout on disk, and how a later run reads
+it back, is described in ``batchrunner.layout``.
 
 Writers are synchronous and not thread-safe: one thread (the run's writer task, through
 ``anyio.to_thread.run_sync``) calls them in turn.
@@ -13,24 +14,13 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import operator
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, Protocol
 
-import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from batchrunner.compaction import (
-    COMPRESSION,
-    ROW_GROUP_ROWS,
-    compact_parquet,
-    finish_jsonl,
-    read_journal,
-)
+from batchrunner.compaction import finish_jsonl
 from batchrunner.durable import (
     ensure_parent,
     fsync_dir,
@@ -38,26 +28,16 @@ from batchrunner.durable import (
     remove_quietly,
     temp_path,
     write_all,
-    write_atomically,
 )
 from batchrunner.errors import OutputError
-from batchrunner.layout import (
-    journal_path,
-    output_format,
-    parse_line,
-    part_path,
-    parts_dir,
-    read_parts_through,
-    scan_parts,
-)
+from batchrunner.layout import output_format, parse_line, parts_dir
+from batchrunner.parquet_writer import ParquetWriter
 from batchrunner.resume import not_our_output
-from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result
+from batchrunner.schema import Result, result_line
 
 __all__ = ["ResultWriter", "open_writer"]
 
 logger = logging.getLogger(__name__)
-
-_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_APPEND_NEWLINE
 
 
 class ResultWriter(Protocol):
@@ -99,7 +79,7 @@ def open_writer(
         raise ValueError("part_rows must be at least 1")
     try:
         ensure_parent(out)
-        lock = _OutputLock.acquire(out)
+        lock = OutputLock.acquire(out)
     except OSError as exc:
         raise output_error("open", out, exc) from exc
     try:
@@ -108,7 +88,7 @@ def open_writer(
         remove_quietly(temp_path(out))
         if fmt == "jsonl":
             return _JsonlWriter.open(out, lock)
-        return _ParquetWriter.open(out, lock, part_rows)
+        return ParquetWriter.open(out, lock, part_rows)
     except OSError as exc:
         lock.release()
         raise output_error("open", out, exc) from exc
@@ -117,7 +97,7 @@ def open_writer(
         raise
 
 
-class _OutputLock:
+class OutputLock:
     """An advisory lock on ``OUTPUT.lock``: one run writes an OUTPUT at a time.
 
     Two runs appending to one OUTPUT (an overlapping nightly job) would each send the rows
@@ -131,7 +111,7 @@ class _OutputLock:
         self._fd = fd
 
     @classmethod
-    def acquire(cls, out: Path) -> _OutputLock:
+    def acquire(cls, out: Path) -> OutputLock:
         path = out.with_name(out.name + ".lock")
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -170,7 +150,7 @@ def _wipe(out: Path) -> None:
 class _JsonlWriter:
     __slots__ = ("_closed", "_failed", "_fd", "_lock", "_size", "path")
 
-    def __init__(self, path: Path, lock: _OutputLock, fd: int, size: int) -> None:
+    def __init__(self, path: Path, lock: OutputLock, fd: int, size: int) -> None:
         self.path = path
         self._lock = lock
         self._fd = fd
@@ -179,7 +159,7 @@ class _JsonlWriter:
         self._closed = False
 
     @classmethod
-    def open(cls, path: Path, lock: _OutputLock) -> _JsonlWriter:
+    def open(cls, path: Path, lock: OutputLock) -> _JsonlWriter:
         created = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
@@ -199,7 +179,7 @@ class _JsonlWriter:
         self._check_usable()
         if not results:
             return
-        data = b"".join(_encode_line(result) for result in results)
+        data = b"".join(result_line(result) for result in results)
         try:
             write_all(self._fd, data)
         except OSError as exc:
@@ -276,244 +256,3 @@ def _drop_torn_tail(fd: int, path: Path) -> int:
     os.fsync(fd)
     logger.warning("dropped a torn last line (%d bytes) from %s", size - cut, path)
     return cut
-
-
-def _encode_line(result: Result) -> bytes:
-    try:
-        return orjson.dumps(result, option=_JSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        return orjson.dumps(_clean_row(result), option=_JSON_OPTIONS)
-
-
-def _clean_row(result: Result) -> dict[str, object]:
-    # Model text can carry lone surrogates, which neither UTF-8 nor Parquet can hold.
-    return {
-        name: value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value
-        for name, value in result.to_dict().items()
-    }
-
-
-# --- Parquet -------------------------------------------------------------------------------
-
-
-class _Journal:
-    """The rows of the part being filled, as JSONL lines handed to the OS as they arrive.
-
-    Created on its first row, fsynced at ``checkpoint()``, removed once its part is committed.
-    """
-
-    __slots__ = ("_fd", "_new", "_size", "path", "rows")
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows = 0
-        self._fd = -1
-        self._size = 0  # bytes known to hold whole lines
-        self._new = False  # created since its directory was last fsynced
-
-    def append(self, results: Sequence[Result]) -> None:
-        """Hand the rows to the OS; raises OSError after cutting off a half-written line."""
-        data = b"".join(_encode_line(result) for result in results)
-        if self._fd < 0:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
-            self._fd = os.open(self.path, flags, 0o644)
-            self._new = True
-        try:
-            write_all(self._fd, data)
-        except OSError:
-            try:
-                os.ftruncate(self._fd, self._size)
-            except OSError:
-                logger.warning("could not remove a half-written line from %s", self.path)
-            raise
-        self._size += len(data)
-        self.rows += len(results)
-
-    def sync(self) -> None:
-        if self._fd < 0:
-            return
-        os.fsync(self._fd)
-        if self._new:  # a power loss must not take the journal's name with it
-            fsync_dir(self.path.parent)
-            self._new = False
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def remove(self) -> None:
-        """Its rows are in a committed part. One left behind by a crash is stale and ignored."""
-        self.close()
-        remove_quietly(self.path)
-
-
-class _ParquetWriter:
-    """Rows go to a journal at once and to a part every ``part_rows`` rows.
-
-    Invariant: the buffer holds fewer than ``part_rows`` rows, exactly those in the journal
-    (after a failed write, possibly more). ``checkpoint()`` only fsyncs the journal: parts are
-    committed by size, not by time, since the journal already makes every row durable and
-    small parts would slow down resume and compaction.
-    """
-
-    __slots__ = (
-        "_buffer",
-        "_closed",
-        "_failed",
-        "_journal",
-        "_lock",
-        "_next_seq",
-        "_part_rows",
-        "_parts_through",
-        "path",
-    )
-
-    def __init__(
-        self, path: Path, lock: _OutputLock, part_rows: int, next_seq: int, parts_through: int
-    ) -> None:
-        self.path = path
-        self._lock = lock
-        self._part_rows = part_rows
-        self._next_seq = next_seq
-        self._parts_through = parts_through
-        self._journal = _Journal(journal_path(path, next_seq))
-        self._buffer: list[Result] = []
-        self._failed: OutputError | None = None
-        self._closed = False
-
-    @classmethod
-    def open(cls, path: Path, lock: _OutputLock, part_rows: int) -> _ParquetWriter:
-        parts_through = read_parts_through(path)
-        on_disk = scan_parts(path, parts_through)
-        directory = parts_dir(path)
-        if not directory.is_dir():
-            directory.mkdir()  # also proves the directory is writable before any row is paid for
-            fsync_dir(path.parent)
-        for seq, journal in on_disk.journals:
-            _seal_journal(path, seq, journal)
-        return cls(path, lock, part_rows, on_disk.next_seq, parts_through)
-
-    def write(self, results: Sequence[Result]) -> None:
-        self._check_usable()
-        rest = results
-        while rest:
-            room = self._part_rows - len(self._buffer)
-            if len(rest) < room:
-                try:
-                    self._journal.append(rest)
-                except OSError as exc:
-                    self._buffer.extend(rest)  # abort() still tries to commit them
-                    self._fail(self._journal.path, exc)
-                self._buffer.extend(rest)
-                return
-            # These rows fill a part: committing it makes them durable without the journal.
-            self._buffer.extend(rest[:room])
-            rest = rest[room:]
-            self._commit()
-
-    def checkpoint(self) -> None:
-        self._check_usable()
-        try:
-            self._journal.sync()
-        except OSError as exc:
-            self._fail(self._journal.path, exc)
-
-    def close(self, *, ordered: bool = False) -> None:
-        if self._closed:
-            return
-        if self._failed is not None:
-            self.abort()
-            raise OutputError(str(self._failed))
-        self.checkpoint()  # on failure the writer stays open for abort()
-        self._closed = True
-        self._journal.close()
-        try:
-            # The buffer goes straight into OUTPUT; until the rename its journal keeps it.
-            on_disk = scan_parts(self.path, self._parts_through)
-            pending = (self._next_seq, _to_table(self._buffer)) if self._buffer else None
-            compact_parquet(
-                self.path, on_disk.parts, self._parts_through, pending=pending, ordered=ordered
-            )
-        except OSError as exc:
-            raise output_error("finish", self.path, exc) from exc
-        except pa.ArrowException as exc:
-            raise OutputError(f"cannot finish {self.path}: {exc}") from exc
-        finally:
-            self._lock.release()
-
-    def abort(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._buffer:
-                self._commit()
-        except OutputError as exc:
-            unsaved = len(self._buffer) - self._journal.rows
-            try:
-                self._journal.sync()
-            except OSError as sync_exc:
-                logger.warning("could not sync %s: %s", self._journal.path, sync_exc)
-            if unsaved > 0:
-                logger.warning("%s; %d rows will be sent again on resume", exc, unsaved)
-            else:
-                logger.warning("%s; its journal keeps the rows for resume", exc)
-        finally:
-            self._journal.close()
-            self._lock.release()
-
-    def _check_usable(self) -> None:
-        if self._closed:
-            raise ValueError(f"writer for {self.path} is closed")
-        if self._failed is not None:
-            raise OutputError(str(self._failed))
-
-    def _fail(self, path: Path, exc: OSError) -> NoReturn:
-        self._failed = output_error("write", path, exc)
-        raise self._failed from exc
-
-    def _commit(self) -> None:
-        """Commit the buffer as the next part, then drop the journal that held it."""
-        target = part_path(self.path, self._next_seq)
-        try:
-            parts_dir(self.path).mkdir(exist_ok=True)
-            write_atomically(target, _parquet_bytes(_to_table(self._buffer)))
-        except OSError as exc:
-            self._fail(target, exc)
-        self._buffer.clear()
-        self._next_seq += 1
-        try:
-            self._journal.remove()
-        except OSError as exc:  # harmless: a journal beside its part is stale and ignored
-            logger.warning("could not remove %s: %s", self._journal.path, exc.strerror or exc)
-        self._journal = _Journal(journal_path(self.path, self._next_seq))
-
-
-def _seal_journal(out: Path, seq: int, journal: Path) -> None:
-    """Turn a journal left by a killed run into its part, so it is compacted like one."""
-    table, torn = read_journal(journal)
-    if torn:
-        logger.warning("dropped %d torn or unreadable lines from %s", torn, journal)
-    if table.num_rows:
-        write_atomically(part_path(out, seq), _parquet_bytes(table))
-    remove_quietly(journal)
-
-
-def _parquet_bytes(table: pa.Table) -> memoryview:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION)
-    return memoryview(sink.getvalue())
-
-
-_FIELDS_OF = operator.attrgetter(*RESULT_FIELDS)
-
-
-def _to_table(rows: Sequence[Result]) -> pa.Table:
-    # Transposed in C: one tuple of fields per row, then one tuple per column.
-    columns = zip(*map(_FIELDS_OF, rows), strict=True) if rows else ((),) * len(RESULT_FIELDS)
-    try:
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, RESULT_SCHEMA, strict=True)]
-        return pa.Table.from_arrays(arrays, schema=RESULT_SCHEMA)
-    except UnicodeEncodeError:
-        return pa.Table.from_pylist([_clean_row(row) for row in rows], schema=RESULT_SCHEMA)
