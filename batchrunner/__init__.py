@@ -26,8 +26,9 @@ from batchrunner.errors import (
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
 from batchrunner.pricing import Price, PriceTable
 from batchrunner.readers import InputFields
-from batchrunner.report import load_results, render, render_summary, stats_from_files
+from batchrunner.report import render, render_summary
 from batchrunner.requests import RequestDefaults
+from batchrunner.result_files import load_results, stats_from_files
 from batchrunner.retry import RetryPolicy
 from batchrunner.runner import Runner, RunSummary, run
 from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result

@@ -36,7 +36,7 @@ from batchrunner.errors import AbortError, BatchRunnerError, ConfigError
 from batchrunner.limits import LimitConfig
 from batchrunner.ray_limiter import RayLimiter, start_limiter
 from batchrunner.readers import check_input
-from batchrunner.report import STATS_COLUMNS, load_results
+from batchrunner.result_files import STATS_COLUMNS, load_results
 from batchrunner.resume import load_resume_state
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.shards import find_shards, merge_run_stats, merge_shards, plan_shards, shard_path

@@ -39,7 +39,7 @@ from batchrunner.readers import (
     input_format,
     read_rows,
 )
-from batchrunner.report import load_results
+from batchrunner.result_files import load_results
 from batchrunner.schema import Result
 from batchrunner.stats import RunStats
 from batchrunner.writers import open_writer
