@@ -1,9 +1,10 @@
 """The pool: stream rows in, send them concurrently within limits, write every result once.
 
-One task group per run. A producer reads the input in a worker thread and feeds a bounded
-stream; workers take requests, pass the limiter, call the endpoint with retries and hand
-results to a single writer, which batches them to disk and checkpoints. Memory is bounded
-by the stream buffers and the requests in flight, never by the input's size.
+One task group per run. A producer (``batchrunner.producer``) reads the input in a worker
+thread and feeds a bounded queue; workers take requests, pass the limiter, call the
+endpoint with retries and hand results to a single writer, which batches them to disk and
+checkpoints. Memory is bounded by the queues and the requests in flight, never by the
+input's size.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import math
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +35,22 @@ from batchrunner.errors import (
     OutputError,
 )
 from batchrunner.handoff import ResultBuffer, WorkQueue
-from batchrunner.idset import IdSet
-from batchrunner.layout import key_of
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
-from batchrunner.readers import BadRow, InputRow, check_input
-from batchrunner.requests import RequestSpec, RowProblem, row_models
+from batchrunner.producer import Producer
+from batchrunner.readers import check_input
+from batchrunner.requests import RequestSpec
 from batchrunner.resume import ResumeState, RunIdentity, check_identity, load_resume_state
 from batchrunner.retry import RetryPolicy
 from batchrunner.schema import Result
-from batchrunner.sender import Sender, now_utc
-from batchrunner.shards import read_shard_rows, share
+from batchrunner.sender import Sender
+from batchrunner.shards import share
 from batchrunner.stats import RunStats, StatsSnapshot
 from batchrunner.wire import AiohttpWire, HttpxWire, Wire
 from batchrunner.writers import ResultWriter, open_writer
 
 logger = logging.getLogger(__name__)
 
-READ_CHUNK = 512
 # The writer waits up to WRITE_WITHIN_S for WRITE_BATCH results, so a busy run crosses
 # into the writer's thread a few times a second rather than once per handful of rows.
 WRITE_BATCH = 512
@@ -340,102 +338,12 @@ class Runner:
             try:
                 async with anyio.create_task_group() as workers:
                     self._control.workers = workers.cancel_scope
-                    workers.start_soon(self._produce, sender, state, specs, results)
+                    producer = Producer(self.config, state, sender, self.counters, self._control)
+                    workers.start_soon(producer.run, specs, results)
                     for _ in range(n_workers):
                         workers.start_soon(self._work, sender, specs, results)
             finally:
                 results.close()
-
-    # -- producer ------------------------------------------------------------------------------
-
-    async def _produce(
-        self,
-        sender: Sender,
-        state: ResumeState,
-        specs: WorkQueue[RequestSpec],
-        results: ResultBuffer[Result],
-    ) -> None:
-        cfg = self.config
-        # Only this process's shard of the input, when it runs one (all of it otherwise).
-        rows: Iterator[InputRow | BadRow] = read_shard_rows(cfg.input, cfg.fields, cfg.shard)
-        seen = IdSet()  # 8 bytes per input row: the only per-row state of a run
-        counters = self.counters
-        try:
-            while self._control.stopped is None:
-                chunk = await anyio.to_thread.run_sync(lambda: list(islice(rows, READ_CHUNK)))
-                if not chunk:
-                    break
-                for row in chunk:
-                    counters.read += 1
-                    key = key_of(row.id, "")
-                    if key in seen:
-                        counters.duplicates += 1
-                        if counters.duplicates <= 10:
-                            logger.warning("%s: duplicate id %r skipped", row.where, row.id)
-                        continue
-                    seen.add(key)
-                    if isinstance(row, BadRow):
-                        await self._reject(row, row.problem, state, results)
-                        continue
-                    try:
-                        built = cfg.requests_for(row)
-                    except RowProblem as exc:
-                        await self._reject(row, str(exc), state, results)
-                        continue
-                    for spec in built:
-                        if state.is_done(spec.id, spec.model, retry_failed=cfg.retry_failed):
-                            counters.skipped += 1
-                            continue
-                        if self._over_budget(sender):
-                            self._control.stop(
-                                f"spend estimate reached --max-cost {cfg.max_cost:g} USD"
-                            )
-                            return
-                        counters.queued += 1
-                        await specs.put(spec)
-                    if self._control.stopped is not None:
-                        return
-        finally:
-            specs.close()
-
-    async def _reject(
-        self,
-        row: InputRow | BadRow,
-        problem: str,
-        state: ResumeState,
-        results: ResultBuffer[Result],
-    ) -> None:
-        cfg = self.config
-        models: list[str]
-        if isinstance(row, InputRow):
-            try:
-                models = row_models(row, cfg.fields, cfg.models, cfg.default_model)
-            except RowProblem:
-                models = list(cfg.models) or [cfg.default_model]
-        else:
-            models = list(cfg.models) or [cfg.default_model]
-        now = now_utc()
-        for model in models:
-            if state.is_done(row.id, model, retry_failed=cfg.retry_failed):
-                self.counters.skipped += 1
-                continue
-            self.counters.bad_rows += 1
-            await results.add_wait(
-                Result(
-                    id=row.id,
-                    model=model,
-                    status="error",
-                    row=row.index,
-                    error_type="bad_input",
-                    error_message=f"{row.where}: {problem}",
-                    started_at=now,
-                    finished_at=now,
-                )
-            )
-
-    def _over_budget(self, sender: Sender) -> bool:
-        limit = self.config.max_cost
-        return limit is not None and self.counters.spent_usd + sender.in_flight_cost >= limit
 
     # -- workers -------------------------------------------------------------------------------
 

@@ -1,0 +1,144 @@
+"""The producer: input rows in, request specs out to the workers, bad rows straight to the writer.
+
+It reads this process's shard of the input in a worker thread, skips ids seen before and
+requests OUTPUT already holds, turns each row into one request per model, and stops when
+admission stops (a signal, ``--max-cost``, an abort). A row that cannot be sent becomes an
+error row naming its file and line; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from itertools import islice
+from typing import Protocol
+
+import anyio
+
+from batchrunner.config import RunConfig
+from batchrunner.counters import Counters
+from batchrunner.handoff import ResultBuffer, WorkQueue
+from batchrunner.idset import IdSet
+from batchrunner.layout import key_of
+from batchrunner.readers import BadRow, InputRow
+from batchrunner.requests import RequestSpec, RowProblem, row_models
+from batchrunner.resume import ResumeState
+from batchrunner.schema import Result
+from batchrunner.sender import Sender, now_utc
+from batchrunner.shards import read_shard_rows
+
+__all__ = ["Producer"]
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK = 512
+
+
+class Admission(Protocol):
+    """Whether the run still admits requests, and how to stop it."""
+
+    @property
+    def stopped(self) -> str | None: ...
+
+    def stop(self, reason: str) -> None: ...
+
+
+class Producer:
+    """Feeds one run's workers from its input."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        state: ResumeState,
+        sender: Sender,
+        counters: Counters,
+        admission: Admission,
+    ) -> None:
+        self.config = config
+        self.counters = counters
+        self._state = state
+        self._sender = sender
+        self._control = admission
+
+    async def run(self, specs: WorkQueue[RequestSpec], results: ResultBuffer[Result]) -> None:
+        """Feed ``specs`` until the input ends or admission stops; then close it."""
+        cfg = self.config
+        state = self._state
+        # Only this process's shard of the input, when it runs one (all of it otherwise).
+        rows: Iterator[InputRow | BadRow] = read_shard_rows(cfg.input, cfg.fields, cfg.shard)
+        seen = IdSet()  # 8 bytes per input row: the only per-row state of a run
+        counters = self.counters
+        try:
+            while self._control.stopped is None:
+                chunk = await anyio.to_thread.run_sync(lambda: list(islice(rows, READ_CHUNK)))
+                if not chunk:
+                    break
+                for row in chunk:
+                    counters.read += 1
+                    key = key_of(row.id, "")
+                    if key in seen:
+                        counters.duplicates += 1
+                        if counters.duplicates <= 10:
+                            logger.warning("%s: duplicate id %r skipped", row.where, row.id)
+                        continue
+                    seen.add(key)
+                    if isinstance(row, BadRow):
+                        await self._reject(row, row.problem, results)
+                        continue
+                    try:
+                        built = cfg.requests_for(row)
+                    except RowProblem as exc:
+                        await self._reject(row, str(exc), results)
+                        continue
+                    for spec in built:
+                        if state.is_done(spec.id, spec.model, retry_failed=cfg.retry_failed):
+                            counters.skipped += 1
+                            continue
+                        if self._over_budget():
+                            self._control.stop(
+                                f"spend estimate reached --max-cost {cfg.max_cost:g} USD"
+                            )
+                            return
+                        counters.queued += 1
+                        await specs.put(spec)
+                    if self._control.stopped is not None:
+                        return
+        finally:
+            specs.close()
+
+    async def _reject(
+        self, row: InputRow | BadRow, problem: str, results: ResultBuffer[Result]
+    ) -> None:
+        """An error row for each model the row was meant for (unless already final)."""
+        cfg = self.config
+        state = self._state
+        models: list[str]
+        if isinstance(row, InputRow):
+            try:
+                models = row_models(row, cfg.fields, cfg.models, cfg.default_model)
+            except RowProblem:
+                models = list(cfg.models) or [cfg.default_model]
+        else:
+            models = list(cfg.models) or [cfg.default_model]
+        now = now_utc()
+        for model in models:
+            if state.is_done(row.id, model, retry_failed=cfg.retry_failed):
+                self.counters.skipped += 1
+                continue
+            self.counters.bad_rows += 1
+            await results.add_wait(
+                Result(
+                    id=row.id,
+                    model=model,
+                    status="error",
+                    row=row.index,
+                    error_type="bad_input",
+                    error_message=f"{row.where}: {problem}",
+                    started_at=now,
+                    finished_at=now,
+                )
+            )
+
+    def _over_budget(self) -> bool:
+        limit = self.config.max_cost
+        return limit is not None and self.counters.spent_usd + self._sender.in_flight_cost >= limit
