@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,6 @@ import anyio.abc
 import google.auth
 import google.auth.exceptions
 import google.auth.transport.requests
-import requests
 
 from batchrunner.credentials import (
     RefreshableCredentials,
@@ -31,6 +29,12 @@ from batchrunner.credentials import (
     load_credentials_file,
 )
 from batchrunner.errors import AuthError, ConfigError
+from batchrunner.refresh_failures import (
+    REFRESH_ERRORS,
+    UnusableTokenError,
+    backoff,
+    summarize,
+)
 from batchrunner.secret import Secret
 
 __all__ = [
@@ -57,34 +61,12 @@ RENEW_AHEAD_FRACTION: Final = 0.25
 #: request never reaches the server with a token that expires on the way.
 USABLE_MARGIN_MAX: Final = timedelta(seconds=10)
 USABLE_MARGIN_FRACTION: Final = 0.05
-#: Backoff between failed refreshes (seconds), and how many failures are tolerated once the
-#: current token can no longer be used.
-BACKOFF_BASE: Final = 1.0
-BACKOFF_CAP: Final = 30.0
+#: How many failed refreshes are tolerated once the current token can no longer be used.
 ATTEMPTS_WITHOUT_TOKEN: Final = 4
 #: Cap on each HTTP call google-auth makes while refreshing (its own default is 120 s), so
 #: cancelling the run never waits long for a refresh thread.
 REFRESH_HTTP_TIMEOUT: Final = 30.0
-#: OAuth error codes that no retry can fix.
-_PERMANENT_OAUTH_ERRORS: Final = frozenset(
-    {"invalid_grant", "invalid_client", "unauthorized_client", "invalid_scope", "access_denied"}
-)
-_OAUTH_CODE: Final = re.compile(r"[A-Za-z_]{1,64}")
-_HTTP_STATUS: Final = re.compile(r"\bstatus(?: code)?:? ?(\d{3})\b", re.IGNORECASE)
 
-
-class _UnusableTokenError(Exception):
-    """A refresh that "succeeded" without producing a token worth using."""
-
-
-_REFRESH_ERRORS: Final = (
-    _UnusableTokenError,
-    google.auth.exceptions.GoogleAuthError,
-    requests.RequestException,
-    OSError,
-    ValueError,
-    KeyError,
-)
 
 STATIC_REJECTED_MESSAGE: Final = (
     "the static token from OPENAI_API_KEY was rejected (HTTP 401: invalid or expired) and "
@@ -313,8 +295,8 @@ class RefreshingAuthenticator:
             try:
                 token, expiry = await anyio.to_thread.run_sync(self._refresh_blocking)
                 return self._install(token, expiry)
-            except _REFRESH_ERRORS as exc:
-                summary, permanent = _summarize(exc)
+            except REFRESH_ERRORS as exc:
+                summary, permanent = summarize(exc)
             self.failure_count += 1
             now = self._clock()
             usable = self._usable(now)
@@ -324,7 +306,7 @@ class RefreshingAuthenticator:
             if not usable and (permanent or attempts >= ATTEMPTS_WITHOUT_TOKEN):
                 self._failure = self._failure_message(summary, attempts)
                 raise AuthError(self._failure) from None
-            delay = _backoff(attempts, self._rng)
+            delay = backoff(attempts, self._rng)
             if usable and self._usable_until is not None:
                 # Try once more just before the current token goes out of use.
                 delay = min(delay, max((self._usable_until - now).total_seconds(), 0.0))
@@ -351,7 +333,7 @@ class RefreshingAuthenticator:
         self._credentials.refresh(self._request)
         token, expiry = self._credentials.token, self._credentials.expiry
         if not token:
-            raise _UnusableTokenError("the credential returned no access token")
+            raise UnusableTokenError("the credential returned no access token")
         return token, expiry
 
     def _install(self, token: str, expiry: datetime | None) -> AuthHeaders:
@@ -362,7 +344,7 @@ class RefreshingAuthenticator:
         else:
             lifetime = expiry - now
             if lifetime <= timedelta(0):
-                raise _UnusableTokenError("the new access token had already expired")
+                raise UnusableTokenError("the new access token had already expired")
             renew_at = expiry - min(RENEW_AHEAD_MAX, lifetime * RENEW_AHEAD_FRACTION)
             usable_until = expiry - min(USABLE_MARGIN_MAX, lifetime * USABLE_MARGIN_FRACTION)
             lifetime_s = lifetime.total_seconds()
@@ -380,39 +362,6 @@ class RefreshingAuthenticator:
             (renew_at - now).total_seconds() if renew_at is not None else float("inf"),
         )
         return self._current
-
-
-def _backoff(attempt: int, rng: random.Random) -> float:
-    """Capped exponential backoff with equal jitter: half fixed, half random."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (attempt - 1))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
-def _summarize(exc: BaseException) -> tuple[str, bool]:
-    """A loggable one-phrase summary of a refresh error, and whether it is permanent.
-
-    google-auth error texts can carry whole response bodies, so only the exception type, the
-    OAuth error code and the HTTP status are ever kept.
-    """
-    parts = [type(exc).__name__]
-    cause = exc.__cause__ or (exc.args[0] if exc.args else None)
-    if isinstance(cause, BaseException):
-        parts.append(f"from {type(cause).__name__}")
-    code: str | None = None
-    for arg in exc.args:
-        if isinstance(arg, Mapping):
-            value = arg.get("error")
-            if isinstance(value, str) and _OAUTH_CODE.fullmatch(value):
-                code = value
-            elif isinstance(value, Mapping) and isinstance(value.get("status"), str):
-                status = str(value["status"])
-                code = status if _OAUTH_CODE.fullmatch(status) else None
-    if code is not None:
-        parts.append(code)
-    status_match = _HTTP_STATUS.search(str(exc.args[0]) if exc.args else "")
-    if status_match:
-        parts.append(f"HTTP {status_match.group(1)}")
-    return " ".join(parts), code in _PERMANENT_OAUTH_ERRORS
 
 
 def build_authenticator(

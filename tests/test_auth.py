@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from batchrunner import auth, credentials
+from batchrunner import auth, credentials, refresh_failures
 from batchrunner.auth import (
     AuthConfig,
     AuthHeaders,
@@ -394,7 +394,7 @@ async def test_backoff_never_exceeds_the_cap_and_keeps_trying_while_the_token_is
             sleep.parked = anyio.Event()
             await sleep.parked.wait()
         tg.cancel_scope.cancel()
-    assert max(sleep.delays[1:]) <= auth.BACKOFF_CAP
+    assert max(sleep.delays[1:]) <= refresh_failures.BACKOFF_CAP
 
 
 @pytest.mark.anyio
