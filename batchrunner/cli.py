@@ -304,6 +304,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 
         print(dryrun.render(dryrun.estimate(config, prices)))
         return 0
+    from batchrunner.gctune import collect_less_often
     from batchrunner.progress import ProgressDisplay, expected_requests
     from batchrunner.report import render_summary
     from batchrunner.runner import run
@@ -323,6 +324,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
             config, address=ns.ray_address, workers=ns.workers or 4, shards=ns.shards
         )
     else:
+        collect_less_often()  # this process exists to run the batch
         try:
             summary = run(config, prices=prices, on_progress=display, handle_signals=True)
         finally:

@@ -66,6 +66,7 @@ def add_simulate(sub: Any) -> None:
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
+    from batchrunner.gctune import collect_less_often
     from batchrunner.simulator import SimulatorConfig, serve
 
     if ns.host not in ("127.0.0.1", "localhost", "::1") and not ns.host.startswith("127."):
@@ -104,5 +105,6 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
         if ns.credentials_out:
             print(f"service-account key: {ns.credentials_out}", flush=True)
 
+    collect_less_often()  # this process exists to serve
     serve(config, credentials_out=ns.credentials_out, ready=ready)
     return 0

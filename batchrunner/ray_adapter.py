@@ -33,6 +33,7 @@ import ray.data
 from batchrunner.auth import Secret
 from batchrunner.config import RunConfig
 from batchrunner.errors import AbortError, BatchRunnerError, ConfigError
+from batchrunner.gctune import collect_less_often
 from batchrunner.limits import LimitConfig
 from batchrunner.ray_limiter import RayLimiter, start_limiter
 from batchrunner.readers import check_input
@@ -89,6 +90,7 @@ class ShardRunner:
             auth = replace(auth, static_token=Secret(token))
         self._config = replace(config, auth=auth)
         self._limiter = limiter
+        collect_less_often()  # the actor's process exists to run shards
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         outcomes = [

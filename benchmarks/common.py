@@ -110,6 +110,7 @@ PEER_MODULES = {
     "batchrunner": ("httpx_aiohttp", "uvloop"),
     "aiohttp": ("aiohttp", "uvloop"),
     "aiohttp-stdloop": ("aiohttp",),
+    "aiohttp-gc": ("aiohttp", "uvloop"),
     "httpx": ("httpx", "uvloop"),
     "httpx-aiohttp": ("httpx_aiohttp", "uvloop"),
     "openai": ("openai", "uvloop"),
@@ -294,8 +295,10 @@ def run_simulator(*, ttft_s: float | None = None, quiet_errors: bool = True) -> 
 
 
 def _serve_simulator(port: int, ttft_s: float) -> None:
+    from batchrunner.gctune import collect_less_often
     from batchrunner.simulator import SimulatorConfig, serve
 
+    collect_less_often()  # as `batchrunner simulate` does
     config = SimulatorConfig(port=port, latency="zero", ttft_s=ttft_s, require_auth=False)
     serve(config, ready=lambda sim: print(sim.base_url(), flush=True))
 

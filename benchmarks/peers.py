@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -33,6 +34,7 @@ TOOLS = (
     "batchrunner-dry-run",
     "aiohttp",
     "aiohttp-stdloop",
+    "aiohttp-gc",
     "httpx",
     "httpx-aiohttp",
     "openai",
@@ -472,6 +474,7 @@ def run_peer(job: Job, tool: str) -> None:
         runners = {
             "aiohttp": run_aiohttp,
             "aiohttp-stdloop": run_aiohttp,
+            "aiohttp-gc": run_aiohttp,
             "httpx": lambda j, r: run_httpx(j, r, aiohttp_transport=False),
             "httpx-aiohttp": lambda j, r: run_httpx(j, r, aiohttp_transport=True),
             "openai": run_openai,
@@ -481,6 +484,10 @@ def run_peer(job: Job, tool: str) -> None:
         results = await runners[tool](job, rows)
         write_output(job.output, results)
 
+    if tool == "aiohttp-gc":
+        # The collector thresholds batchrunner's command line sets (batchrunner.gctune).
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 100)
     if tool == "aiohttp-stdloop":
         asyncio.run(main())
     else:
