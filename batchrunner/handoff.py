@@ -47,8 +47,7 @@ class WorkQueue(Generic[T]):
             if self._closed:
                 raise anyio.ClosedResourceError
         self._items.append(item)
-        if self._getters:
-            self._getters.popleft().set()
+        self._wake_one()
 
     async def get(self) -> T:
         items = self._items

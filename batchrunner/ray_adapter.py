@@ -37,11 +37,11 @@ from batchrunner.gctune import collect_less_often
 from batchrunner.limits import LimitConfig
 from batchrunner.ray_limiter import RayLimiter, start_limiter
 from batchrunner.readers import check_input
-from batchrunner.result_files import STATS_COLUMNS, load_results
+from batchrunner.result_files import read_run_stats
 from batchrunner.resume import load_resume_state
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.shards import find_shards, merge_run_stats, merge_shards, plan_shards, shard_path
-from batchrunner.stats import RunStats, StatsSnapshot
+from batchrunner.stats import RunStats
 
 __all__ = ["ShardRunner", "run_on_ray"]
 
@@ -219,7 +219,7 @@ def _job_summary(
             if merge
             else [shard_path(config.output, i, count) for i in range(count)]
         )
-        stats = _output_stats(files, wall_s)
+        stats = read_run_stats(files).snapshot(wall_s=wall_s)
     else:
         # Unfinished shards cannot be read back: count what the last attempts wrote.
         merged = merge_run_stats(o.stats for o in outcomes if o.stats is not None)
@@ -240,14 +240,6 @@ def _job_summary(
         stopped=stopped,
         fatal=fatal,
     )
-
-
-def _output_stats(paths: Sequence[Path], wall_s: float) -> StatsSnapshot:
-    """Statistics of the job's output as it stands, whichever attempt or run wrote each row."""
-    stats = RunStats()
-    for result in load_results(paths, columns=STATS_COLUMNS):
-        stats.add(result)
-    return stats.snapshot(wall_s=wall_s)
 
 
 def _run_plans(

@@ -24,7 +24,7 @@ from batchrunner.errors import InputFileError
 from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result
 from batchrunner.stats import ComparisonBuilder, RunStats, StatsSnapshot
 
-__all__ = ["STATS_COLUMNS", "load_results", "stats_from_files"]
+__all__ = ["STATS_COLUMNS", "load_results", "read_run_stats", "stats_from_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,16 +206,21 @@ def _result(data: Mapping[str, object], origin: str) -> Result:
     return Result(*values)  # type: ignore[arg-type]
 
 
+def read_run_stats(paths: Sequence[str | os.PathLike[str]]) -> RunStats:
+    """The rows of result files added up, in one streaming pass."""
+    stats = RunStats()
+    for result in load_results(paths, columns=STATS_COLUMNS):
+        stats.add(result)
+    return stats
+
+
 def stats_from_files(paths: Sequence[str | os.PathLike[str]]) -> StatsSnapshot:
     """Statistics of result files, with a comparison when several models answered.
 
     The figures come from one streaming pass; the comparison, which needs every model's
     row for each id, is built in a second pass only when there are several models.
     """
-    stats = RunStats()
-    for result in load_results(paths, columns=STATS_COLUMNS):
-        stats.add(result)
-    snapshot = stats.snapshot()
+    snapshot = read_run_stats(paths).snapshot()
     if len(snapshot.models) < 2:
         return snapshot
     builder = ComparisonBuilder(m.model for m in snapshot.models)

@@ -131,12 +131,21 @@ def ensure_peers(tools: tuple[str, ...], *, install: bool = True) -> None:
     if not install:
         raise PeerUnavailable(f"not installed: {', '.join(missing)} (drop --no-install)")
     print(f"… installing {REQUIREMENTS.name} (missing {', '.join(missing)})", file=sys.stderr)
-    command = [sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)]
+    _install(
+        [sys.executable, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], REQUIREMENTS.name
+    )
+    importlib.invalidate_caches()
+
+
+def _install(command: list[str], what: str) -> None:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise PeerUnavailable(f"could not install {REQUIREMENTS.name}: {tail[:200]}")
-    importlib.invalidate_caches()
+        raise PeerUnavailable(f"could not install {what}: {last_line(done.stderr)[:200]}")
+
+
+def last_line(output: str) -> str:
+    """The last line a failed command printed, which usually says why."""
+    return (output.strip().splitlines() or ["no output"])[-1]
 
 
 # -- Bespoke Curator -------------------------------------------------------------------------
@@ -164,10 +173,7 @@ def curator_python(*, install: bool = True) -> Path:
         [str(python), "-m", "pip", "install", "-q", CURATOR_REQUIREMENT, "pyarrow"],
     )
     for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise PeerUnavailable(f"could not install {CURATOR_REQUIREMENT}: {tail[:200]}")
+        _install(step, CURATOR_REQUIREMENT)
     return python
 
 

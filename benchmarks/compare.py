@@ -49,6 +49,7 @@ from common import (
     child_env,
     curator_python,
     ensure_peers,
+    last_line,
     machine,
     make_input,
     run_nginx,
@@ -155,8 +156,7 @@ def run_tool(m: Measurement, source: Path, url: str, plan: Plan, workdir: Path) 
         return m
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        m.note = f"exit {done.returncode}: {tail[:160]}"
+        m.note = f"exit {done.returncode}: {last_line(done.stderr)[:160]}"
         return m
     figures = json.loads(line[len("BENCH ") :])
     for key in ("wall_s", "cpu_s", "user_s", "sys_s", "maxrss_mb", "throttled"):
