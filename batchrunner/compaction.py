@@ -221,6 +221,7 @@ def compact_parquet(
     *,
     pending: tuple[int, pa.Table] | None = None,
     ordered: bool,
+    distinct: bool = False,
 ) -> None:
     """Merge OUTPUT (from an earlier finished run), the parts and ``pending`` into a new OUTPUT.
 
@@ -229,15 +230,13 @@ def compact_parquet(
     rename on. Streams record batches. Memory: the repeat finder (2 bytes per row plus an
     entry per flagged key), one row group being written (10k rows or 32 MiB), one part's
     keys; with ``ordered`` the whole result table is sorted in memory (about OUTPUT's
-    uncompressed size).
+    uncompressed size). ``distinct`` says no key occurs twice among OUTPUT, the parts and
+    ``pending``: the repeat finder's pass over every key is skipped.
     """
     directory = parts_dir(out)
     if parts or pending is not None or ordered or not out.exists():
         had_output = out.exists()
         sources: list[Source] = [out] if had_output else []
-        expected = sum(_num_rows(source) for source in [*sources, *(p for _, p in parts)])
-        if pending is not None:
-            expected += pending[1].num_rows
 
         def keys() -> Iterator[int]:
             if had_output:
@@ -251,7 +250,16 @@ def compact_parquet(
                 sources.append(pending[1])
                 yield from _table_keys(pending[1])
 
-        last = _last_of_repeats(keys(), expected)
+        if distinct:
+            sources.extend(part for _, part in parts)
+            if pending is not None:
+                sources.append(pending[1])
+            last: dict[int, int] = {}
+        else:
+            expected = sum(_num_rows(source) for source in [*sources, *(p for _, p in parts)])
+            if pending is not None:
+                expected += pending[1].num_rows
+            last = _last_of_repeats(keys(), expected)
         seqs = [seq for seq, _ in parts] + ([pending[0]] if pending is not None else [])
         _write_compacted(out, sources, last, max([parts_through, *seqs]), ordered=ordered)
     try:

@@ -102,13 +102,23 @@ class ParquetWriter:
         "_next_seq",
         "_part_rows",
         "_parts_through",
+        "_started_empty",
         "path",
     )
 
     def __init__(
-        self, path: Path, lock: OutputLock, part_rows: int, next_seq: int, parts_through: int
+        self,
+        path: Path,
+        lock: OutputLock,
+        part_rows: int,
+        next_seq: int,
+        parts_through: int,
+        *,
+        started_empty: bool = False,
     ) -> None:
         self.path = path
+        # No OUTPUT, parts or journals before: every row compacted is one this writer wrote.
+        self._started_empty = started_empty
         self._lock = lock
         self._part_rows = part_rows
         self._next_seq = next_seq
@@ -126,9 +136,12 @@ class ParquetWriter:
         if not directory.is_dir():
             directory.mkdir()  # also proves the directory is writable before any row is paid for
             fsync_dir(path.parent)
+        started_empty = not (path.exists() or on_disk.parts or on_disk.journals)
         for seq, journal in on_disk.journals:
             _seal_journal(path, seq, journal)
-        return cls(path, lock, part_rows, on_disk.next_seq, parts_through)
+        return cls(
+            path, lock, part_rows, on_disk.next_seq, parts_through, started_empty=started_empty
+        )
 
     def write(self, results: Sequence[Result]) -> None:
         self._check_usable()
@@ -155,7 +168,7 @@ class ParquetWriter:
         except OSError as exc:
             self._fail(self._journal.path, exc)
 
-    def close(self, *, ordered: bool = False) -> None:
+    def close(self, *, ordered: bool = False, distinct: bool = False) -> None:
         if self._closed:
             return
         if self._failed is not None:
@@ -169,7 +182,12 @@ class ParquetWriter:
             on_disk = scan_parts(self.path, self._parts_through)
             pending = (self._next_seq, _to_table(self._buffer)) if self._buffer else None
             compact_parquet(
-                self.path, on_disk.parts, self._parts_through, pending=pending, ordered=ordered
+                self.path,
+                on_disk.parts,
+                self._parts_through,
+                pending=pending,
+                ordered=ordered,
+                distinct=distinct and self._started_empty,
             )
         except OSError as exc:
             raise output_error("finish", self.path, exc) from exc

@@ -313,7 +313,10 @@ class Runner:
     async def _finish_writer(self, writer: ResultWriter, clean: bool) -> None:
         try:
             if clean:
-                await anyio.to_thread.run_sync(lambda: writer.close(ordered=self.config.ordered))
+                # Each (id, model) is sent once per run (repeated ids are skipped on input).
+                await anyio.to_thread.run_sync(
+                    lambda: writer.close(ordered=self.config.ordered, distinct=True)
+                )
             else:
                 await anyio.to_thread.run_sync(writer.abort)
         except OutputError as exc:

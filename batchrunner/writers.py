@@ -56,8 +56,13 @@ class ResultWriter(Protocol):
         """Make everything written so far durable against a power loss (fsync only)."""
         ...
 
-    def close(self, *, ordered: bool = False) -> None:
-        """Clean finish: checkpoint, then leave one ordinary OUTPUT file, one row per key."""
+    def close(self, *, ordered: bool = False, distinct: bool = False) -> None:
+        """Clean finish: checkpoint, then leave one ordinary OUTPUT file, one row per key.
+
+        ``distinct`` is the caller's word that it wrote no (id, model) twice. When OUTPUT
+        held nothing before this writer opened it, finishing then skips the search for
+        repeats, a pass over every row's key.
+        """
         ...
 
     def abort(self) -> None:
@@ -148,13 +153,16 @@ def _wipe(out: Path) -> None:
 
 
 class _JsonlWriter:
-    __slots__ = ("_closed", "_failed", "_fd", "_lock", "_size", "path")
+    __slots__ = ("_closed", "_failed", "_fd", "_lock", "_size", "_started_empty", "path")
 
-    def __init__(self, path: Path, lock: OutputLock, fd: int, size: int) -> None:
+    def __init__(
+        self, path: Path, lock: OutputLock, fd: int, size: int, *, started_empty: bool
+    ) -> None:
         self.path = path
         self._lock = lock
         self._fd = fd
         self._size = size  # bytes known to hold whole lines
+        self._started_empty = started_empty  # so every line in it was written by this writer
         self._failed: OutputError | None = None
         self._closed = False
 
@@ -173,7 +181,7 @@ class _JsonlWriter:
         except BaseException:
             os.close(fd)
             raise
-        return cls(path, lock, fd, size)
+        return cls(path, lock, fd, size, started_empty=size == 0)
 
     def write(self, results: Sequence[Result]) -> None:
         self._check_usable()
@@ -193,7 +201,7 @@ class _JsonlWriter:
         except OSError as exc:
             self._fail(exc)
 
-    def close(self, *, ordered: bool = False) -> None:
+    def close(self, *, ordered: bool = False, distinct: bool = False) -> None:
         if self._closed:
             return
         if self._failed is not None:
@@ -202,7 +210,8 @@ class _JsonlWriter:
         self.checkpoint()  # on failure the writer stays open for abort()
         self._release()
         try:
-            finish_jsonl(self.path, ordered=ordered)
+            if not (distinct and self._started_empty and not ordered):
+                finish_jsonl(self.path, ordered=ordered)
         except OSError as exc:
             raise output_error("finish", self.path, exc) from exc
         finally:

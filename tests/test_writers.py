@@ -378,6 +378,49 @@ def test_close_among_many_rows_drops_only_superseded_ones(tmp_path: Path, fmt: s
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+def test_distinct_rows_into_an_empty_output_finish_without_the_repeat_search(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / f"out.{fmt}"
+    writer = open_writer(out, part_rows=3)
+    writer.write([result(str(i), model=f"m{i % 2}") for i in range(10)])
+
+    def no_search(*args: object) -> dict[int, int]:
+        raise AssertionError("searched for repeats in rows that are distinct")
+
+    monkeypatch.setattr("batchrunner.compaction._last_of_repeats", no_search)
+    writer.close(distinct=True)
+    assert sorted(map(int, ids(out))) == list(range(10))
+    assert not (tmp_path / f"out.{fmt}.parts").exists()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("earlier", ["finished output", "parts of a killed run"])
+def test_distinct_is_not_trusted_for_rows_already_in_output(
+    tmp_path: Path, fmt: str, earlier: str
+) -> None:
+    # A resumed run resends a failed row: its rows are distinct among themselves, not with
+    # what OUTPUT already holds, so the earlier result must still be superseded.
+    out = tmp_path / f"out.{fmt}"
+    writer = open_writer(out, part_rows=2)
+    writer.write([result("1"), result("2", status="error"), result("3")])
+    if earlier == "finished output":
+        writer.close(distinct=True)
+    else:
+        writer.abort()
+    writer = open_writer(out, part_rows=2)
+    writer.write([result("2", status="ok"), result("4")])
+    writer.close(distinct=True)
+    rows = read_rows(out)
+    assert sorted((r["id"], r["status"]) for r in rows) == [
+        ("1", "ok"),
+        ("2", "ok"),
+        ("3", "ok"),
+        ("4", "ok"),
+    ]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_ordered_close_sorts_by_row_then_model(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"out.{fmt}"
     writer = open_writer(out, part_rows=2)
