@@ -37,7 +37,7 @@ from batchrunner.errors import (
 from batchrunner.handoff import ResultBuffer, WorkQueue
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
-from batchrunner.producer import Producer
+from batchrunner.producer import READ_CHUNK, Producer
 from batchrunner.readers import check_input
 from batchrunner.requests import RequestSpec
 from batchrunner.resume import ResumeState, RunIdentity, check_identity, load_resume_state
@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 # into the writer's thread a few times a second rather than once per handful of rows.
 WRITE_BATCH = 512
 WRITE_WITHIN_S = 0.05
+RESULTS_PENDING = 4096  # results the writer may fall behind by before workers wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,8 +335,13 @@ class Runner:
 
     async def _pipeline(self, sender: Sender, state: ResumeState, writer: ResultWriter) -> None:
         n_workers = self.config.concurrency
-        specs = WorkQueue[RequestSpec](n_workers)
-        results = ResultBuffer[Result](2 * n_workers + 64)
+        # Room for a read chunk ahead of the workers, and for the results that arrive while
+        # the writer commits a part (a few hundred ms), so that no worker waits on either.
+        # Under --max-cost the queue stays at one request per worker: the spend estimate
+        # counts requests in flight, so a longer queue would admit requests past it.
+        ahead = n_workers if self.config.max_cost is not None else max(n_workers, 2 * READ_CHUNK)
+        specs = WorkQueue[RequestSpec](ahead)
+        results = ResultBuffer[Result](max(2 * n_workers, RESULTS_PENDING))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._write_loop, writer, results)
             try:
