@@ -156,7 +156,8 @@ def sections(snapshot: StatsSnapshot, *, summary: bool = False) -> list[Section]
             rows.append(("retry causes", *(_counts(m.retries_by_cause) for m in cols)))
     notes = [
         "output tokens include reasoning; latencies are over ok rows; "
-        "percentiles interpolate linearly"
+        "percentiles interpolate linearly, exact up to 65,536 values of a measure per model "
+        "and within 0.5 % past that"
     ]
     if any(m.reasoning_unknown_rows for m in cols):
         notes.append(

@@ -1,17 +1,17 @@
 """Streaming aggregation of result rows into per-model statistics.
 
-:class:`RunStats` takes one final result row at a time and keeps sums, counters and
-latencies in compact ``array('d')`` buffers, so its memory grows with the number of models
-and 8 bytes per timed row, never with the text of the rows. :meth:`RunStats.snapshot`
-freezes it into a :class:`StatsSnapshot`, which may carry a side-by-side comparison of
-several models (``batchrunner.comparison``; its classes are re-exported here, as are
-those of ``batchrunner.distribution``).
+:class:`RunStats` takes one final result row at a time and keeps sums, counters and, for
+each timing, a :class:`~batchrunner.quantiles.Quantiles` (exact up to 65,536 values, a
+bounded sketch past that), so its memory grows with the number of models, never with the
+number of rows or their text. :meth:`RunStats.snapshot` freezes it into a
+:class:`StatsSnapshot`, which may carry a side-by-side comparison of several models
+(``batchrunner.comparison``; its classes are re-exported here, as are those of
+``batchrunner.distribution``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from array import array
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +20,7 @@ from typing import Any
 
 from batchrunner.comparison import Comparison, ComparisonBuilder, ComparisonEntry
 from batchrunner.distribution import PERCENTILES, Distribution, distribution
+from batchrunner.quantiles import Quantiles
 from batchrunner.schema import Result
 
 __all__ = [
@@ -142,11 +143,11 @@ class _Accumulator:
         self.cost = 0.0
         self.errors_by_type: Counter[str] = Counter()
         self.retries_by_cause: Counter[str] = Counter()
-        self.latency: array[float] = array("d")
-        self.ttft: array[float] = array("d")
-        self.ttfo: array[float] = array("d")
-        self.itl: array[float] = array("d")
-        self.output_tps: array[float] = array("d")
+        self.latency = Quantiles()
+        self.ttft = Quantiles()
+        self.ttfo = Quantiles()
+        self.itl = Quantiles()
+        self.output_tps = Quantiles()
         self.first_started: datetime | None = None
         self.last_finished: datetime | None = None
 
@@ -187,7 +188,7 @@ class _Accumulator:
             (self.output_tps, r.output_tps),
         ):
             if value is not None:
-                values.append(value)
+                values.add(value)
 
     def freeze(self, model: str, wall_s: float | None) -> ModelStats:
         if wall_s is None and self.first_started and self.last_finished:
@@ -234,8 +235,10 @@ class _Accumulator:
             elif name == "last_finished":
                 if theirs is not None and (mine is None or theirs > mine):
                     self.last_finished = theirs
-            elif isinstance(mine, Counter | array):
-                mine += theirs  # in place: the merged accumulator is a throwaway
+            elif isinstance(mine, Quantiles):
+                mine.merge(theirs)
+            elif isinstance(mine, Counter):
+                mine += theirs  # in place, as Quantiles.merge
             else:
                 setattr(self, name, mine + theirs)
 
