@@ -105,8 +105,9 @@ class Quantiles:
         if self.exact:
             mean: float = pc.mean(_arrow(self._values)).as_py()
             return mean
-        settled = self._settled()
-        return settled._sum / settled._folded
+        # The folded sum plus that of the values waiting to fold: no settled copy needed.
+        waiting: float = pc.sum(_arrow(self._values)).as_py() if self._values else 0.0
+        return (self._sum + waiting) / len(self)
 
     def quantiles(self, qs: Sequence[float]) -> list[float]:
         """The quantiles ``qs`` (each from 0 to 1) of a non-empty set of values.
