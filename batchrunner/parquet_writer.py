@@ -9,7 +9,6 @@ one ordinary file (``batchrunner.compaction``). Opened through ``writers.open_wr
 from __future__ import annotations
 
 import logging
-import operator
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,11 +17,17 @@ from typing import TYPE_CHECKING, NoReturn
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.compaction import COMPRESSION, ROW_GROUP_ROWS, compact_parquet, read_journal
+from batchrunner.compaction import (
+    COMPRESSION,
+    ROW_GROUP_ROWS,
+    compact_parquet,
+    lines_table,
+    read_journal,
+)
 from batchrunner.durable import fsync_dir, output_error, remove_quietly, write_all, write_atomically
 from batchrunner.errors import OutputError
 from batchrunner.layout import journal_path, part_path, parts_dir, read_parts_through, scan_parts
-from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result, clean_row, result_line
+from batchrunner.schema import Result, result_line
 
 if TYPE_CHECKING:
     from batchrunner.writers import OutputLock
@@ -47,9 +52,8 @@ class _Journal:
         self._size = 0  # bytes known to hold whole lines
         self._new = False  # created since its directory was last fsynced
 
-    def append(self, results: Sequence[Result]) -> None:
-        """Hand the rows to the OS; raises OSError after cutting off a half-written line."""
-        data = b"".join(result_line(result) for result in results)
+    def append(self, data: bytes, rows: int) -> None:
+        """Hand ``rows`` whole lines to the OS; raises OSError after cutting off a torn line."""
         if self._fd < 0:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
             self._fd = os.open(self.path, flags, 0o644)
@@ -63,7 +67,7 @@ class _Journal:
                 logger.warning("could not remove a half-written line from %s", self.path)
             raise
         self._size += len(data)
-        self.rows += len(results)
+        self.rows += rows
 
     def sync(self) -> None:
         if self._fd < 0:
@@ -87,14 +91,16 @@ class _Journal:
 class ParquetWriter:
     """Rows go to a journal at once and to a part every ``part_rows`` rows.
 
-    Invariant: the buffer holds fewer than ``part_rows`` rows, exactly those in the journal
-    (after a failed write, possibly more). ``checkpoint()`` only fsyncs the journal: parts are
-    committed by size, not by time, since the journal already makes every row durable and
-    small parts would slow down resume and compaction.
+    Invariant: the buffer holds the lines of fewer than ``part_rows`` rows, exactly those in
+    the journal (after a failed write, possibly more). A part is decoded from those lines by
+    Arrow's JSON reader, so it holds what the journal held, byte for byte. ``checkpoint()``
+    only fsyncs the journal: parts are committed by size, not by time, since the journal
+    already makes every row durable and small parts would slow down resume and compaction.
     """
 
     __slots__ = (
         "_buffer",
+        "_buffered",
         "_closed",
         "_failed",
         "_journal",
@@ -124,7 +130,8 @@ class ParquetWriter:
         self._next_seq = next_seq
         self._parts_through = parts_through
         self._journal = _Journal(journal_path(path, next_seq))
-        self._buffer: list[Result] = []
+        self._buffer: list[bytes] = []  # result lines, in batches
+        self._buffered = 0  # rows in the buffer
         self._failed: OutputError | None = None
         self._closed = False
 
@@ -147,17 +154,19 @@ class ParquetWriter:
         self._check_usable()
         rest = results
         while rest:
-            room = self._part_rows - len(self._buffer)
+            room = self._part_rows - self._buffered
             if len(rest) < room:
+                data = b"".join(map(result_line, rest))
+                self._buffer.append(data)  # after a failed write, abort() still commits them
+                self._buffered += len(rest)
                 try:
-                    self._journal.append(rest)
+                    self._journal.append(data, len(rest))
                 except OSError as exc:
-                    self._buffer.extend(rest)  # abort() still tries to commit them
                     self._fail(self._journal.path, exc)
-                self._buffer.extend(rest)
                 return
             # These rows fill a part: committing it makes them durable without the journal.
-            self._buffer.extend(rest[:room])
+            self._buffer.append(b"".join(map(result_line, rest[:room])))
+            self._buffered += room
             rest = rest[room:]
             self._commit()
 
@@ -180,7 +189,9 @@ class ParquetWriter:
         try:
             # The buffer goes straight into OUTPUT; until the rename its journal keeps it.
             on_disk = scan_parts(self.path, self._parts_through)
-            pending = (self._next_seq, _to_table(self._buffer)) if self._buffer else None
+            pending = None
+            if self._buffer:
+                pending = (self._next_seq, lines_table(b"".join(self._buffer)))
             compact_parquet(
                 self.path,
                 on_disk.parts,
@@ -204,7 +215,7 @@ class ParquetWriter:
             if self._buffer:
                 self._commit()
         except OutputError as exc:
-            unsaved = len(self._buffer) - self._journal.rows
+            unsaved = self._buffered - self._journal.rows
             try:
                 self._journal.sync()
             except OSError as sync_exc:
@@ -232,10 +243,11 @@ class ParquetWriter:
         target = part_path(self.path, self._next_seq)
         try:
             parts_dir(self.path).mkdir(exist_ok=True)
-            write_atomically(target, _parquet_bytes(_to_table(self._buffer)))
+            write_atomically(target, _parquet_bytes(lines_table(b"".join(self._buffer))))
         except OSError as exc:
             self._fail(target, exc)
         self._buffer.clear()
+        self._buffered = 0
         self._next_seq += 1
         try:
             self._journal.remove()
@@ -258,16 +270,3 @@ def _parquet_bytes(table: pa.Table) -> memoryview:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION)
     return memoryview(sink.getvalue())
-
-
-_FIELDS_OF = operator.attrgetter(*RESULT_FIELDS)
-
-
-def _to_table(rows: Sequence[Result]) -> pa.Table:
-    # Transposed in C: one tuple of fields per row, then one tuple per column.
-    columns = zip(*map(_FIELDS_OF, rows), strict=True) if rows else ((),) * len(RESULT_FIELDS)
-    try:
-        arrays = [pa.array(c, type=f.type) for c, f in zip(columns, RESULT_SCHEMA, strict=True)]
-        return pa.Table.from_arrays(arrays, schema=RESULT_SCHEMA)
-    except UnicodeEncodeError:
-        return pa.Table.from_pylist([clean_row(row) for row in rows], schema=RESULT_SCHEMA)

@@ -280,6 +280,79 @@ def test_parquet_journal_with_a_torn_last_line_keeps_every_whole_row(tmp_path: P
     ]
 
 
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        b'{"model":"m","status":"ok"}\n',
+        b'{"id":null,"model":"m","status":"ok"}\n',
+        b'{"id":3,"model":"m","status":"ok"}\n',
+        b"[1, 2]\n",
+    ],
+    ids=["no id", "null id", "numeric id", "not an object"],
+)
+def test_parquet_journal_line_this_version_did_not_write_is_dropped_alone(
+    tmp_path: Path, foreign: bytes
+) -> None:
+    out = tmp_path / "out.parquet"
+    journal = tmp_path / "out.parquet.parts" / "journal-000000.jsonl"
+    writer = open_writer(out, part_rows=100)
+    writer.write([full_result(), result("2")])
+    saved = journal.read_bytes()
+    writer.abort()
+    (tmp_path / "out.parquet.parts" / "part-000000.parquet").unlink()
+    journal.write_bytes(saved + foreign)
+
+    assert load_resume_state(out).torn == 1
+    writer = open_writer(out, part_rows=100)
+    writer.close()
+    rows = {str(r["id"]): r for r in read_rows(out)}
+    assert sorted(rows) == ["2", "q-1"]
+    assert rows["q-1"] == full_result().to_dict()
+
+
+def test_parquet_journal_line_with_a_column_this_version_lacks_keeps_its_row(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.parquet"
+    journal = tmp_path / "out.parquet.parts" / "journal-000000.jsonl"
+    writer = open_writer(out, part_rows=100)
+    writer.write([result("1")])
+    saved = journal.read_bytes()
+    writer.abort()
+    (tmp_path / "out.parquet.parts" / "part-000000.parquet").unlink()
+    journal.write_bytes(saved + b'{"id":"2","model":"m","status":"ok","colour":"blue"}\n')
+
+    writer = open_writer(out, part_rows=100)
+    writer.close()
+    assert sorted(ids(out)) == ["1", "2"]
+    assert pq.read_table(out).schema.equals(RESULT_SCHEMA)
+
+
+def test_writing_parquet_does_not_load_pandas(tmp_path: Path) -> None:
+    # pyarrow imports pandas, where it is installed, on its first Python-to-Arrow
+    # conversion: about 50 MB and a quarter of a second that a run has no use for.
+    script = f"""
+import sys
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas":
+            raise SystemExit("pandas was imported")
+
+sys.meta_path.insert(0, Watch())
+from batchrunner.schema import Result
+from batchrunner.writers import open_writer
+
+writer = open_writer({str(tmp_path / "out.parquet")!r}, part_rows=10)
+for i in range(25):
+    writer.write([Result(id=str(i), model="m", status="ok", output="x", attempts=1)])
+writer.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(ids(tmp_path / "out.parquet"), key=int) == [str(i) for i in range(25)]
+
+
 def test_parquet_journal_left_beside_its_committed_part_is_not_counted_twice(
     tmp_path: Path,
 ) -> None:
