@@ -141,11 +141,11 @@ class Quantiles:
         self._max = max(self._max, extremes["max"])
         self._sum += pc.sum(data).as_py()
         self._folded += len(values)
-        positive = pc.filter(data, pc.greater(data, 0.0))
+        positive = pc.filter(data, pc.greater(data, _ZERO))
         self._zeros += len(values) - len(positive)
         # Infinity has no bucket index; the largest float's bucket is where it sorts anyway.
-        finite = pc.min_element_wise(positive, sys.float_info.max)
-        indices = pc.cast(pc.ceil(pc.multiply(pc.ln(finite), _BUCKETS_PER_LOG)), pa.int64())
+        finite = pc.min_element_wise(positive, _LARGEST)
+        indices = pc.cast(pc.ceil(pc.multiply(pc.ln(finite), _PER_LOG)), pa.int64())
         counts = pc.value_counts(indices)
         bins = self._bins
         for index, n in zip(
@@ -189,4 +189,8 @@ class Quantiles:
 
 def _arrow(values: array[float]) -> pa.Array:
     # From a copy: an array exporting its buffer to Arrow could not grow until Arrow let go.
+    # From a buffer: pa.array and pa.scalar import pandas where it is installed (50 MB).
     return pa.Array.from_buffers(pa.float64(), len(values), [None, pa.py_buffer(values.tobytes())])
+
+
+_ZERO, _LARGEST, _PER_LOG = _arrow(array("d", (0.0, sys.float_info.max, _BUCKETS_PER_LOG)))

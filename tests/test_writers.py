@@ -328,31 +328,6 @@ def test_parquet_journal_line_with_a_column_this_version_lacks_keeps_its_row(
     assert pq.read_table(out).schema.equals(RESULT_SCHEMA)
 
 
-def test_writing_parquet_does_not_load_pandas(tmp_path: Path) -> None:
-    # pyarrow imports pandas, where it is installed, on its first Python-to-Arrow
-    # conversion: about 50 MB and a quarter of a second that a run has no use for.
-    script = f"""
-import sys
-
-class Watch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "pandas":
-            raise SystemExit("pandas was imported")
-
-sys.meta_path.insert(0, Watch())
-from batchrunner.schema import Result
-from batchrunner.writers import open_writer
-
-writer = open_writer({str(tmp_path / "out.parquet")!r}, part_rows=10)
-for i in range(25):
-    writer.write([Result(id=str(i), model="m", status="ok", output="x", attempts=1)])
-writer.close()
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert sorted(ids(tmp_path / "out.parquet"), key=int) == [str(i) for i in range(25)]
-
-
 def test_parquet_journal_left_beside_its_committed_part_is_not_counted_twice(
     tmp_path: Path,
 ) -> None:
