@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import itertools
 import random
 import tracemalloc
 
+import pytest
+
+from batchrunner import idset
 from batchrunner.idset import RECENT_MAX, IdSet
 
 
@@ -22,21 +26,50 @@ def test_membership_matches_a_python_set_across_many_merges() -> None:
 
 def test_runs_stay_few_as_keys_accumulate() -> None:
     ids = IdSet()
-    for key in range(RECENT_MAX * 16):
+    for key in range(RECENT_MAX * 16):  # small keys: every one in the same bucket
         ids.add(key)
-    assert len(ids._runs) <= 5  # logarithmic in the number of keys
+    assert max(len(runs) for runs in ids._buckets) <= 5  # logarithmic in the number of keys
+    assert all(key in ids for key in range(0, RECENT_MAX * 16, 997))
 
 
-def test_merging_runs_holds_about_eight_bytes_per_key() -> None:
-    # A million-row run must not hold every key as a Python int while runs merge.
+def test_hashed_keys_spread_over_every_bucket_and_the_extremes_are_found() -> None:
+    rng = random.Random(5)
     ids = IdSet()
-    for key in range(RECENT_MAX * 8 - 1):
-        ids.add(key * 7919 % (2**61))
-    tracemalloc.start()
-    try:
-        ids.add(-1)  # fills the recent set: its run merges with all the older ones
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert len(ids._runs) == 1
-    assert peak < 16 * RECENT_MAX * 8
+    extremes = [-(2**63), -1, 0, 2**63 - 1]
+    for key in extremes:
+        ids.add(key)
+    for _ in range(RECENT_MAX * 2 - len(extremes)):
+        ids.add(rng.randrange(-(2**63), 2**63))
+    assert not ids._recent
+    assert all(ids._buckets)  # every bucket holds keys
+    ranges = [(runs[0][0], runs[0][-1]) for runs in ids._buckets]
+    assert all(high < low for (_, high), (low, _) in itertools.pairwise(ranges))
+    assert all(key in ids for key in extremes)
+    assert 1 not in ids and -2 not in ids
+
+
+def test_merging_holds_a_small_fraction_of_the_keys_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A merge holds its runs and their union for a moment. With one set of runs, the merge
+    # that joined them all briefly held a second copy of every key: 8 MB more at a
+    # million keys, 80 MB at ten million.
+    monkeypatch.setattr(idset, "RECENT_MAX", 1024)
+    rng = random.Random(7)
+    ids = IdSet()
+    flushes = 128
+    held_while_merging = []
+    for _ in range(flushes):
+        for _ in range(idset.RECENT_MAX - 1):
+            ids.add(rng.randrange(-(2**63), 2**63))
+        key = rng.randrange(-(2**63), 2**63)
+        tracemalloc.start()
+        try:
+            ids.add(key)  # fills the recent set: its keys merge into the runs
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        held_while_merging.append(peak)
+    remembered_bytes = 8 * len(ids)
+    assert len(ids) == flushes * idset.RECENT_MAX
+    assert max(held_while_merging) < remembered_bytes / 4
