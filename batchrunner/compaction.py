@@ -67,7 +67,7 @@ _JSON_PARSE = pa_json.ParseOptions(explicit_schema=RESULT_SCHEMA, unexpected_fie
 _MAX_BLOCK = 2**31 - 1  # Arrow's block size is an int32; a line is always far shorter
 
 
-def lines_table(data: bytes) -> pa.Table:
+def lines_table(data: bytes | bytearray) -> pa.Table:
     """Whole result lines (``schema.result_line``) as a table in ``RESULT_SCHEMA``.
 
     Arrow's JSON reader decodes them without a Python object per value, and without

@@ -130,7 +130,7 @@ class ParquetWriter:
         self._next_seq = next_seq
         self._parts_through = parts_through
         self._journal = _Journal(journal_path(path, next_seq))
-        self._buffer: list[bytes] = []  # result lines, in batches
+        self._buffer = bytearray()  # result lines: one buffer, which the part decodes in place
         self._buffered = 0  # rows in the buffer
         self._failed: OutputError | None = None
         self._closed = False
@@ -157,7 +157,7 @@ class ParquetWriter:
             room = self._part_rows - self._buffered
             if len(rest) < room:
                 data = b"".join(map(result_line, rest))
-                self._buffer.append(data)  # after a failed write, abort() still commits them
+                self._buffer += data  # after a failed write, abort() still commits them
                 self._buffered += len(rest)
                 try:
                     self._journal.append(data, len(rest))
@@ -165,7 +165,7 @@ class ParquetWriter:
                     self._fail(self._journal.path, exc)
                 return
             # These rows fill a part: committing it makes them durable without the journal.
-            self._buffer.append(b"".join(map(result_line, rest[:room])))
+            self._buffer += b"".join(map(result_line, rest[:room]))
             self._buffered += room
             rest = rest[room:]
             self._commit()
@@ -191,7 +191,7 @@ class ParquetWriter:
             on_disk = scan_parts(self.path, self._parts_through)
             pending = None
             if self._buffer:
-                pending = (self._next_seq, lines_table(b"".join(self._buffer)))
+                pending = (self._next_seq, lines_table(self._buffer))
             compact_parquet(
                 self.path,
                 on_disk.parts,
@@ -243,10 +243,10 @@ class ParquetWriter:
         target = part_path(self.path, self._next_seq)
         try:
             parts_dir(self.path).mkdir(exist_ok=True)
-            write_atomically(target, _parquet_bytes(lines_table(b"".join(self._buffer))))
+            write_atomically(target, _parquet_bytes(lines_table(self._buffer)))
         except OSError as exc:
             self._fail(target, exc)
-        self._buffer.clear()
+        self._buffer = bytearray()  # a cleared one would keep its allocation
         self._buffered = 0
         self._next_seq += 1
         try:
