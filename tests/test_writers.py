@@ -528,6 +528,35 @@ def test_long_answers_close_a_row_group_by_size_not_only_by_row_count(
     assert ids(out) == [str(i) for i in range(40)]
 
 
+def test_an_answer_longer_than_a_decoding_block_survives_its_part(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    writer = open_writer(out, part_rows=100)
+    long_answer = "très long " * 200_000  # 2 MB of JSON: decoded as one block
+    rows = [result(str(i)) for i in range(150)]
+    rows[42].output = long_answer
+    writer.write(rows)  # the first 100 rows become a part
+    writer.close()
+    got = {str(r["id"]): r["output"] for r in read_rows(out)}
+    assert len(got) == 150
+    assert got["42"] == long_answer
+    assert got["43"] == "answer 43"
+
+
+def test_parquet_output_keeps_dictionaries_for_repeating_columns_only(tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    writer = open_writer(out, part_rows=100)
+    writer.write([full_result()] + [result(str(i)) for i in range(250)])
+    writer.close()
+    metadata = pq.ParquetFile(out).metadata
+    dictionary = {
+        metadata.schema.column(c).name
+        for g in range(metadata.num_row_groups)
+        for c in range(metadata.num_columns)
+        if any("DICTIONARY" in e for e in metadata.row_group(g).column(c).encodings)
+    }
+    assert dictionary == {"model", "status", "finish_reason", "error_type", "traffic_type"}
+
+
 def test_parquet_resume_from_compacted_file_plus_new_parts(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     writer = open_writer(out, part_rows=3)
