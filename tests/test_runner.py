@@ -18,7 +18,7 @@ from batchrunner.errors import AbortError
 from batchrunner.limits import LimitConfig, LocalLimiter
 from batchrunner.requests import RequestDefaults
 from batchrunner.retry import RetryPolicy
-from batchrunner.runner import Runner, RunSummary
+from batchrunner.runner import NOT_FOUND_LIMIT, Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
 
 pytestmark = pytest.mark.anyio
@@ -52,6 +52,7 @@ async def run(sim: Simulator, tmp_path: Path, **kwargs: Any) -> RunSummary:
     kwargs.setdefault("input", tmp_path / "in.jsonl")
     kwargs.setdefault("output", tmp_path / "out.jsonl")
     policy = kwargs.pop("policy", RetryPolicy.no_wait(max_attempts=8))
+    url = kwargs.pop("url", sim.base_url())
     config = RunConfig(**kwargs)
     # Model-wide pauses after a 429 are real time: keep them short in tests.
     limiter = LocalLimiter(
@@ -59,7 +60,7 @@ async def run(sim: Simulator, tmp_path: Path, **kwargs: Any) -> RunSummary:
     )
     runner = Runner(
         config,
-        url=sim.base_url(),
+        url=url,
         authenticator=StaticAuthenticator(Secret(TOKEN)),
         retry_policy=policy,
         limiter=limiter,
@@ -172,6 +173,35 @@ async def test_permanent_errors_are_sent_once(sim: Simulator, tmp_path: Path) ->
     assert {r["http_status"] for r in rows} == {404}
     assert len(sim.records) == 5
     assert summary.exit_status == 1
+
+
+async def test_a_run_whose_first_answers_are_all_404_stops_instead_of_failing_every_row(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(1000))
+    wrong = sim.base_url().replace("/endpoints/openapi", "/endpoints/nowhere")
+    summary = await run(sim, tmp_path, url=wrong, concurrency=8)
+    rows = read_results(tmp_path / "out.jsonl")
+    assert summary.stopped is not None and "404 Not Found" in summary.stopped
+    assert summary.exit_status == 3
+    assert {r["http_status"] for r in rows} == {404}
+    assert NOT_FOUND_LIMIT <= len(rows) < NOT_FOUND_LIMIT + 8 * 2
+
+    fixed = await run(sim, tmp_path, retry_failed=True)  # the base URL corrected
+    rows = read_results(tmp_path / "out.jsonl")
+    assert fixed.stopped is None and fixed.exit_status == 0
+    assert sorted(r["id"] for r in rows) == sorted(p["id"] for p in prompts(1000))
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+async def test_a_wrong_model_beside_a_right_one_does_not_stop_the_run(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(200))
+    summary = await run(sim, tmp_path, models=(GEMINI, "google/gemini-9-imaginary"))
+    rows = read_results(tmp_path / "out.jsonl")
+    assert summary.stopped is None
+    assert Counter(r["status"] for r in rows) == {"ok": 200, "error": 200}
 
 
 async def test_rerun_sends_nothing_and_retry_failed_resends_only_errors(
