@@ -43,8 +43,8 @@ __all__ = [
     "ROW_GROUP_ROWS",
     "compact_parquet",
     "finish_jsonl",
-    "lines_table",
     "read_journal",
+    "read_lines",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ _BLOCK = 256 * 1024
 _MAX_BLOCK = 2**31 - 1  # Arrow's block size is an int32; a line is always far shorter
 
 
-def lines_table(data: bytes | bytearray) -> pa.Table:
+def _lines_table(data: bytes | bytearray) -> pa.Table:
     """Whole result lines (``schema.result_line``) as a table in ``RESULT_SCHEMA``.
 
     Arrow's JSON reader decodes them without a Python object per value, and without
@@ -107,13 +107,20 @@ def _decode(data: bytes | bytearray, block_size: int) -> pa.Table:
 def read_journal(path: Path) -> tuple[pa.Table, int]:
     """A journal's complete rows as a table in ``RESULT_SCHEMA``, and how many lines were torn.
 
-    Holds the journal in memory: at most one part's rows. JSON has no NaN or infinity, so a
-    float column that held one comes back null, as it does in JSONL output.
+    Holds the journal in memory: at most one part's rows.
     """
-    data = path.read_bytes()
-    if data.endswith(b"\n"):  # the common case: a journal whose every line is whole
+    return read_lines(path.read_bytes())
+
+
+def read_lines(data: bytes | bytearray) -> tuple[pa.Table, int]:
+    """The whole result rows among ``data``'s lines, and how many lines were not one.
+
+    JSON has no NaN or infinity, so a float column that held one comes back null, as it
+    does in JSONL output.
+    """
+    if data.endswith(b"\n"):  # the common case: every line whole
         try:
-            return lines_table(data), 0
+            return _lines_table(data), 0
         except pa.ArrowInvalid:
             pass
     rows: list[dict[str, object]] = []
@@ -126,14 +133,14 @@ def read_journal(path: Path) -> tuple[pa.Table, int]:
             rows.append(row)
     try:
         return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), torn
-    except (pa.ArrowException, ValueError, TypeError):
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
         pass
     # Some line does not fit the schema (never written by this version): keep the others.
     tables: list[pa.Table] = []
     for row in rows:
         try:
             tables.append(pa.Table.from_pylist([row], schema=RESULT_SCHEMA))
-        except (pa.ArrowException, ValueError, TypeError):
+        except (pa.ArrowException, ValueError, TypeError, OverflowError):
             torn += 1
     return (pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()), torn
 

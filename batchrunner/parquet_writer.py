@@ -22,8 +22,8 @@ from batchrunner.compaction import (
     DICTIONARY_COLUMNS,
     ROW_GROUP_ROWS,
     compact_parquet,
-    lines_table,
     read_journal,
+    read_lines,
 )
 from batchrunner.durable import fsync_dir, output_error, remove_quietly, write_all, write_atomically
 from batchrunner.errors import OutputError
@@ -190,9 +190,7 @@ class ParquetWriter:
         try:
             # The buffer goes straight into OUTPUT; until the rename its journal keeps it.
             on_disk = scan_parts(self.path, self._parts_through)
-            pending = None
-            if self._buffer:
-                pending = (self._next_seq, lines_table(self._buffer))
+            pending = (self._next_seq, self._buffered_table()) if self._buffer else None
             compact_parquet(
                 self.path,
                 on_disk.parts,
@@ -239,12 +237,22 @@ class ParquetWriter:
         self._failed = output_error("write", path, exc)
         raise self._failed from exc
 
+    def _buffered_table(self) -> pa.Table:
+        table, dropped = read_lines(self._buffer)
+        if dropped:  # not expected of result_line's lines: keep the part, resend the rows
+            logger.warning(
+                "%d rows of part %d could not be decoded; a resumed run sends them again",
+                dropped,
+                self._next_seq,
+            )
+        return table
+
     def _commit(self) -> None:
         """Commit the buffer as the next part, then drop the journal that held it."""
         target = part_path(self.path, self._next_seq)
         try:
             parts_dir(self.path).mkdir(exist_ok=True)
-            write_atomically(target, _parquet_bytes(lines_table(self._buffer)))
+            write_atomically(target, _parquet_bytes(self._buffered_table()))
         except OSError as exc:
             self._fail(target, exc)
         self._buffer = bytearray()  # a cleared one would keep its allocation

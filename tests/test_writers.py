@@ -542,6 +542,20 @@ def test_an_answer_longer_than_a_decoding_block_survives_its_part(tmp_path: Path
     assert got["43"] == "answer 43"
 
 
+def test_a_row_arrow_cannot_hold_is_left_out_of_its_part_and_the_rest_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out.parquet"
+    writer = open_writer(out, part_rows=3)
+    huge = result("2")
+    huge.prompt_tokens = 2**63  # valid JSON, beyond Parquet's int64
+    writer.write([result("1"), huge, result("3"), result("4")])
+    writer.close()
+    assert sorted(ids(out)) == ["1", "3", "4"]
+    assert "1 rows of part 0 could not be decoded" in caplog.text
+    assert not load_resume_state(out).is_done("2", "m", retry_failed=False)
+
+
 def test_parquet_output_keeps_dictionaries_for_repeating_columns_only(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     writer = open_writer(out, part_rows=100)
