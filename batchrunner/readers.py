@@ -166,6 +166,7 @@ def _read_jsonl(
         stream = cast(IO[bytes], gzip.open(path, "rb") if gz else open(path, "rb"))  # noqa: SIM115
     except OSError as exc:
         raise InputFileError(f"{path}: cannot read ({exc.strerror})") from None
+    name = path.name
     with stream:
         lineno = 0
         try:
@@ -179,7 +180,7 @@ def _read_jsonl(
                     if select.stop is not None and index >= select.stop:
                         return
                     continue
-                where = f"{path.name} line {lineno}"
+                where = f"{name} line {lineno}"
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError as exc:
@@ -208,13 +209,14 @@ def _read_parquet(
     except (OSError, pa.ArrowException) as exc:
         raise InputFileError(f"{path}: not a readable Parquet file ({exc})") from None
     index = 0
+    name = path.name
     try:
         for group, first in _row_groups(pf, select):
             index = first
             for batch in pf.iter_batches(batch_size=4096, row_groups=[group]):
                 for record in batch.to_pylist():
                     if select is None or index in select:
-                        yield _make_row(record, index, f"{path.name} row {index}", fields)
+                        yield _make_row(record, index, f"{name} row {index}", fields)
                     index += 1
     except (OSError, pa.ArrowException) as exc:
         raise InputFileError(f"{path}: read failed at row {index} ({exc})") from None
