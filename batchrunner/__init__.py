@@ -6,36 +6,44 @@ The library is the product; the ``batchrunner`` command only wraps it::
 
     summary = run(RunConfig(input=Path("prompts.jsonl"), output=Path("results.parquet"),
                             project="my-project", models=("google/gemini-2.5-flash",)))
+
+Importing the package loads none of its modules: each name is imported on first use, so
+that the command can choose process-wide settings (Arrow's allocator) before pyarrow loads.
 """
 
 from __future__ import annotations
 
-from batchrunner.auth import AuthConfig, Authenticator, Secret, build_authenticator
-from batchrunner.config import RunConfig, SimulateOptions, build_config, load_job_file
-from batchrunner.endpoint import VertexTarget
-from batchrunner.errors import (
-    AbortError,
-    AuthError,
-    BatchRunnerError,
-    ConfigError,
-    InputFileError,
-    OutputError,
-    RequestError,
-    UsageError,
-)
-from batchrunner.limits import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
-from batchrunner.pricing import Price, PriceTable
-from batchrunner.readers import InputFields
-from batchrunner.report import render, render_summary
-from batchrunner.requests import RequestDefaults
-from batchrunner.result_files import load_results, stats_from_files
-from batchrunner.retry import RetryPolicy
-from batchrunner.runner import Runner, RunSummary, run
-from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result
-from batchrunner.stats import RunStats, StatsSnapshot
-from batchrunner.usage import Usage, normalize_usage
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchrunner.auth import AuthConfig, Authenticator, Secret, build_authenticator
+    from batchrunner.config import RunConfig, SimulateOptions, build_config, load_job_file
+    from batchrunner.endpoint import VertexTarget
+    from batchrunner.errors import (
+        AbortError,
+        AuthError,
+        BatchRunnerError,
+        ConfigError,
+        InputFileError,
+        OutputError,
+        RequestError,
+        UsageError,
+    )
+    from batchrunner.limits import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
+    from batchrunner.pricing import Price, PriceTable
+    from batchrunner.readers import InputFields
+    from batchrunner.report import render, render_summary
+    from batchrunner.requests import RequestDefaults
+    from batchrunner.result_files import load_results, stats_from_files
+    from batchrunner.retry import RetryPolicy
+    from batchrunner.runner import Runner, RunSummary, run
+    from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result
+    from batchrunner.stats import RunStats, StatsSnapshot
+    from batchrunner.usage import Usage, normalize_usage
 
 __version__ = "0.1.0"
+
 
 __all__ = [
     "RESULT_FIELDS",
@@ -81,3 +89,60 @@ __all__ = [
     "run",
     "stats_from_files",
 ]
+
+_EXPORTS = {
+    "AuthConfig": "batchrunner.auth",
+    "Authenticator": "batchrunner.auth",
+    "Secret": "batchrunner.auth",
+    "build_authenticator": "batchrunner.auth",
+    "RunConfig": "batchrunner.config",
+    "SimulateOptions": "batchrunner.config",
+    "build_config": "batchrunner.config",
+    "load_job_file": "batchrunner.config",
+    "VertexTarget": "batchrunner.endpoint",
+    "AbortError": "batchrunner.errors",
+    "AuthError": "batchrunner.errors",
+    "BatchRunnerError": "batchrunner.errors",
+    "ConfigError": "batchrunner.errors",
+    "InputFileError": "batchrunner.errors",
+    "OutputError": "batchrunner.errors",
+    "RequestError": "batchrunner.errors",
+    "UsageError": "batchrunner.errors",
+    "LimitConfig": "batchrunner.limits",
+    "Limiter": "batchrunner.limits",
+    "LocalLimiter": "batchrunner.limits",
+    "Outcome": "batchrunner.limits",
+    "TokenEstimate": "batchrunner.limits",
+    "Price": "batchrunner.pricing",
+    "PriceTable": "batchrunner.pricing",
+    "InputFields": "batchrunner.readers",
+    "render": "batchrunner.report",
+    "render_summary": "batchrunner.report",
+    "RequestDefaults": "batchrunner.requests",
+    "load_results": "batchrunner.result_files",
+    "stats_from_files": "batchrunner.result_files",
+    "RetryPolicy": "batchrunner.retry",
+    "RunSummary": "batchrunner.runner",
+    "Runner": "batchrunner.runner",
+    "run": "batchrunner.runner",
+    "RESULT_FIELDS": "batchrunner.schema",
+    "RESULT_SCHEMA": "batchrunner.schema",
+    "Result": "batchrunner.schema",
+    "RunStats": "batchrunner.stats",
+    "StatsSnapshot": "batchrunner.stats",
+    "Usage": "batchrunner.usage",
+    "normalize_usage": "batchrunner.usage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchrunner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from batchrunner import __version__
+from batchrunner.allocators import return_freed_memory
 from batchrunner.cli_simulate import add_simulate, cmd_simulate
 from batchrunner.errors import BatchRunnerError, ConfigError
 
@@ -393,6 +394,7 @@ def _cmd_merge(ns: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    return_freed_memory()  # before anything loads pyarrow: this process exists to run the command
     commands = {
         "run": _cmd_run,
         "simulate": cmd_simulate,

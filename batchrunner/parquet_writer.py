@@ -257,8 +257,8 @@ class ParquetWriter:
             self._fail(target, exc)
         self._buffer = bytearray()  # a cleared one would keep its allocation
         self._buffered = 0
-        # Arrow's allocator (mimalloc) keeps what decoding and encoding the part freed,
-        # some 20-40 MB, for the rest of the run; hand it back until the next part.
+        # Hand back what decoding and encoding the part freed until the next part: mimalloc
+        # kept some 20-40 MB of it; on the system allocator this trims glibc's heaps.
         pa.default_memory_pool().release_unused()
         self._next_seq += 1
         try:

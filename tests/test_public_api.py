@@ -1,21 +1,49 @@
 from __future__ import annotations
 
-import types
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 import batchrunner
 
 
 def test_all_is_exactly_the_public_surface() -> None:
-    public = {
-        name
-        for name, value in vars(batchrunner).items()
-        if not name.startswith("_")
-        and not isinstance(value, types.ModuleType)
-        and name != "annotations"  # the __future__ import
-    }
-    assert set(batchrunner.__all__) - {"__version__"} == public
+    assert set(batchrunner.__all__) == {*batchrunner._EXPORTS, "__version__"}
+    assert set(batchrunner.__all__) <= set(dir(batchrunner))
 
 
 def test_everything_in_all_is_importable() -> None:
     for name in batchrunner.__all__:
         assert getattr(batchrunner, name) is not None, name
+
+
+def test_type_checkers_see_the_same_names_as_the_lazy_imports() -> None:
+    tree = ast.parse(Path(batchrunner.__file__).read_text())
+    seen: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for stmt in node.body:
+                assert isinstance(stmt, ast.ImportFrom) and stmt.module is not None
+                seen.update((alias.name, stmt.module) for alias in stmt.names)
+    assert seen == batchrunner._EXPORTS
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        batchrunner.no_such_thing  # noqa: B018
+
+
+def test_importing_the_package_or_the_command_loads_no_arrow() -> None:
+    # The command picks Arrow's allocator, which Arrow reads once, when pyarrow loads.
+    code = (
+        "import sys, batchrunner, batchrunner.cli\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('pyarrow', 'batchrunner.')))\n"
+        "print(' '.join(loaded))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = done.stdout.split()
+    assert not [m for m in loaded if m.startswith("pyarrow")], loaded

@@ -1,0 +1,76 @@
+"""Memory allocators for a process that exists to run batches: freed memory goes back.
+
+A run does the same work for each part of 10,000 rows, so its peak memory should not grow
+with the input. With the allocators' defaults it did: 145 MB of peak RSS for 10,000 rows
+against nginx, 188 MB for 100,000. Two allocators kept memory that a part or the final
+merge had freed:
+
+- Arrow's default pool (mimalloc) held 25-40 MB after the merge read and wrote its row
+  groups, even after being asked to release what it did not use. Arrow's work in a run is
+  a part every 10,000 rows and the merge at the end, which the system allocator serves as
+  fast. Arrow reads its choice once, from ``ARROW_DEFAULT_MEMORY_POOL``, when pyarrow loads:
+  ``pyarrow.set_memory_pool`` reaches only the allocations pyarrow's own API makes, not
+  those inside the Parquet reader and writer.
+- glibc raises its mmap threshold to the size of each large block that is freed, up to
+  32 MB. After the first part freed its buffers, the next parts' buffers (a few MB each)
+  came from the heaps instead, and some 15 MB of them stayed there as free memory.
+
+With both set, the same runs peaked at 123 MB and 140 MB. Processes that only run batches
+(the command line) call :func:`return_freed_memory` before anything loads pyarrow; a
+library user decides for their process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import sys
+
+__all__ = ["ARROW_POOL_VARIABLE", "MMAP_THRESHOLD", "return_freed_memory"]
+
+logger = logging.getLogger(__name__)
+
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+# glibc's own starting value: blocks this large and larger are mapped on their own and
+# unmapped when freed. Fixing it also keeps the heap's free top trimmed past twice this.
+MMAP_THRESHOLD = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+
+
+def return_freed_memory() -> None:
+    """Arrow on the system allocator, glibc's mmap threshold fixed at its starting value.
+
+    A choice in ``ARROW_DEFAULT_MEMORY_POOL`` is kept. Once pyarrow has loaded, only the
+    allocations pyarrow's own API makes can still move to the system allocator.
+    """
+    if ARROW_POOL_VARIABLE not in os.environ:
+        _arrow_on_system_allocator()
+    if platform.libc_ver()[0] == "glibc":
+        _fix_mmap_threshold()
+
+
+def _arrow_on_system_allocator() -> None:
+    if "pyarrow" in sys.modules:
+        import pyarrow as pa
+
+        pa.set_memory_pool(pa.system_memory_pool())
+        return
+    os.environ[ARROW_POOL_VARIABLE] = "system"
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool()  # Arrow reads the variable on this first use
+    finally:
+        del os.environ[ARROW_POOL_VARIABLE]  # processes started later choose for themselves
+
+
+def _fix_mmap_threshold() -> None:
+    try:
+        done = ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError) as exc:  # not the glibc the platform module reported
+        logger.debug("could not fix the mmap threshold: %s", exc)
+        return
+    if not done:
+        logger.debug("glibc refused an mmap threshold of %d bytes", MMAP_THRESHOLD)
