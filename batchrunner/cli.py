@@ -359,7 +359,8 @@ def _cmd_run(ns: argparse.Namespace) -> int:
             "resume where it stopped",
             file=sys.stderr,
         )
-    print(f"batchrunner: results in {config.output}", file=sys.stderr)
+    finished = summary.fatal is None and summary.stopped is None
+    print(_where_results_are(config.output, finished=finished), file=sys.stderr)
     return summary.exit_status
 
 
@@ -389,6 +390,18 @@ def _cmd_merge(ns: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _where_results_are(output: Path, *, finished: bool) -> str:
+    """Where to look: a Parquet run that stopped early keeps its new rows in parts."""
+    from batchrunner.layout import parts_dir
+
+    parts = parts_dir(output)
+    if finished or not parts.is_dir():
+        return f"batchrunner: results in {output}"
+    earlier = f"{output} and " if output.exists() else ""
+    merge = f"the next run merges them into {output}"
+    return f"batchrunner: results so far in {earlier}{parts}; {merge}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

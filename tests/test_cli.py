@@ -181,3 +181,21 @@ def test_help_lists_the_contract_flags(flag: str) -> None:
         "--summary",
     ):
         assert name in proc.stdout
+
+
+def test_a_run_that_stops_early_says_where_its_rows_are(tmp_path: Path) -> None:
+    # A Parquet output is finished into one file only by a run that completes.
+    out = tmp_path / "results.parquet"
+    args = ("run", str(SAMPLE), "-o", str(out), "--simulate", "--progress", "off")
+    proc = cli(*args, "--max-cost", "0.0000001")
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert not out.exists()
+    assert last.startswith(f"batchrunner: results so far in {out}.parts;"), last
+    assert pq.read_table(next((tmp_path / "results.parquet.parts").glob("part-*.parquet")))
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.strip().splitlines()[-1] == f"batchrunner: results in {out}"
+    ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 320
