@@ -17,7 +17,8 @@ merge had freed:
 
 With both set, the same runs peaked at 123 MB and 140 MB. Processes that only run batches
 (the command line) call :func:`return_freed_memory` before anything loads pyarrow; a
-library user decides for their process.
+library user decides for their process. Like the command, this is an edge of the process,
+so it touches ``os.environ``: Arrow reads its choice from there only.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 ``RunConfig`` is what the library takes; ``build_config`` makes one from command-line
 values, an optional TOML job file and the environment (flags win over the file, the file
-over the environment). Nothing below this module reads ``os.environ``.
+over the environment). Nothing below this module reads ``os.environ``, except at other
+edges of a process: a Ray worker's own credentials, and Arrow's choice of allocator,
+which the command makes before pyarrow loads (``batchrunner.allocators``).
 """
 
 from __future__ import annotations
