@@ -34,6 +34,7 @@ from batchrunner.errors import (
     ConfigError,
     OutputError,
 )
+from batchrunner.first_answers import FirstAnswers
 from batchrunner.handoff import ResultBuffer, WorkQueue
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
@@ -56,7 +57,6 @@ logger = logging.getLogger(__name__)
 WRITE_BATCH = 512
 WRITE_WITHIN_S = 0.05
 RESULTS_PENDING = 4096  # results the writer may fall behind by before workers wait
-NOT_FOUND_LIMIT = 50  # first answers that, all 404 Not Found, stop the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,27 +91,13 @@ class _Control:
         self.stopped: str | None = None
         self.fatal: str | None = None
         self.workers: anyio.CancelScope | None = None
-        self._not_found = 0  # 404s before any other answer; -1 once another came
+        self._first = FirstAnswers()
 
     def answered(self, result: Result) -> None:
-        """Stop a run whose first ``NOT_FOUND_LIMIT`` answers all said 404 Not Found.
-
-        That is a wrong base URL, project, location or model, not a row's problem: without
-        this, every row of the input would come back as a 404 error row.
-        """
-        if self._not_found < 0:
-            return
-        if result.error_type != "not_found":
-            if result.status == "ok" or result.http_status is not None:
-                self._not_found = -1  # the server answered something else: it is there
-            return
-        self._not_found += 1
-        if self._not_found >= NOT_FOUND_LIMIT:
-            self.stop(
-                f"the first {NOT_FOUND_LIMIT} answers were all 404 Not Found; check --base-url "
-                "(or --project and --location) and --model; once fixed, --retry-failed also "
-                "resends the rows that got a 404"
-            )
+        """Stop a run whose first answers all say it is pointed at the wrong place."""
+        reason = self._first.see(result)
+        if reason is not None:
+            self.stop(reason)
 
     def stop(self, reason: str) -> None:
         if self.stopped is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,10 +16,11 @@ import pytest
 from batchrunner.auth import Secret, StaticAuthenticator
 from batchrunner.config import RunConfig
 from batchrunner.errors import AbortError
+from batchrunner.first_answers import FIRST_ANSWERS
 from batchrunner.limits import LimitConfig, LocalLimiter
 from batchrunner.requests import RequestDefaults
 from batchrunner.retry import RetryPolicy
-from batchrunner.runner import NOT_FOUND_LIMIT, Runner, RunSummary
+from batchrunner.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
 
 pytestmark = pytest.mark.anyio
@@ -185,13 +187,50 @@ async def test_a_run_whose_first_answers_are_all_404_stops_instead_of_failing_ev
     assert summary.stopped is not None and "404 Not Found" in summary.stopped
     assert summary.exit_status == 3
     assert {r["http_status"] for r in rows} == {404}
-    assert NOT_FOUND_LIMIT <= len(rows) < NOT_FOUND_LIMIT + 8 * 2
+    assert FIRST_ANSWERS <= len(rows) < FIRST_ANSWERS + 8 * 2
 
     fixed = await run(sim, tmp_path, retry_failed=True)  # the base URL corrected
     rows = read_results(tmp_path / "out.jsonl")
     assert fixed.stopped is None and fixed.exit_status == 0
     assert sorted(r["id"] for r in rows) == sorted(p["id"] for p in prompts(1000))
     assert {r["status"] for r in rows} == {"ok"}
+
+
+async def test_a_run_whose_first_rows_never_reach_a_server_stops(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(1000))
+    with socket.socket() as closed:  # bound, never listening: every connect is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        wrong = f"http://127.0.0.1:{port}/v1"
+        summary = await run(sim, tmp_path, url=wrong, concurrency=8)
+    rows = read_results(tmp_path / "out.jsonl")
+    assert summary.stopped is not None and "never reached the server" in summary.stopped
+    assert f"127.0.0.1:{port}" in summary.stopped  # what failed, in the user's terms
+    assert summary.exit_status == 3
+    assert {r["error_type"] for r in rows} == {"connection"}
+    assert {r["attempts"] for r in rows} == {8}  # each row was retried before it counted
+    assert FIRST_ANSWERS <= len(rows) < FIRST_ANSWERS + 8 * 2
+
+    fixed = await run(sim, tmp_path, retry_failed=True)  # the base URL corrected
+    rows = read_results(tmp_path / "out.jsonl")
+    assert fixed.stopped is None and fixed.exit_status == 0
+    assert sorted(r["id"] for r in rows) == sorted(p["id"] for p in prompts(1000))
+
+
+@pytest.mark.parametrize("sim", [{"faults": {"reset": 0.6}}], indirect=True)
+async def test_a_server_that_drops_many_connections_is_not_taken_for_a_wrong_url(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", prompts(300))
+    policy = RetryPolicy.no_wait(max_attempts=2)  # most rows end in a connection error
+    summary = await run(sim, tmp_path, policy=policy, concurrency=8)
+    rows = read_results(tmp_path / "out.jsonl")
+    assert summary.stopped is None
+    assert len(rows) == 300
+    counts = Counter(r["error_type"] for r in rows)
+    assert counts["connection"] > FIRST_ANSWERS and counts[None] > 0
 
 
 async def test_a_wrong_model_beside_a_right_one_does_not_stop_the_run(
