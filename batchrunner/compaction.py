@@ -2,25 +2,20 @@
 
 JSONL is rewritten only when it holds a key twice, a torn line, or must be sorted; Parquet's
 earlier OUTPUT, parts and last buffered rows are streamed into a new OUTPUT. Both find repeats
-with a Bloom filter in one pass, so memory stays at a few bytes per row. Journals (the Parquet
-writer's JSONL write-ahead of a part) are decoded here into a part's table.
+with a Bloom filter in one pass, so memory stays at a few bytes per row.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TypeAlias
 
-import orjson
 import pyarrow as pa
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from batchrunner.durable import fsync_dir, replacing
@@ -43,8 +38,6 @@ __all__ = [
     "ROW_GROUP_ROWS",
     "compact_parquet",
     "finish_jsonl",
-    "read_journal",
-    "read_lines",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,111 +52,12 @@ COMPRESSION = "zstd"
 # plain values smaller anyway (153 KB against 251 KB for 10,000 short answers).
 DICTIONARY_COLUMNS = ["model", "status", "finish_reason", "error_type", "traffic_type"]
 _SORT_KEYS = [("row", "ascending"), ("model", "ascending")]  # rows without a position last
-_TIMESTAMP_FIELDS = tuple(f.name for f in RESULT_SCHEMA if pa.types.is_timestamp(f.type))
 
 # A source of rows for the compacted file: a Parquet file, or rows still in memory.
 Source: TypeAlias = Path | pa.Table
 
 
 # --- journals ------------------------------------------------------------------------------
-
-
-_JSON_PARSE = pa_json.ParseOptions(explicit_schema=RESULT_SCHEMA, unexpected_field_behavior="error")
-# Decoding holds a few times its input at once: lines go to Arrow 256 KiB at a time, which
-# keeps a 10,000-row part's decoding to a few MB, where its 6 MB at once took some 20 MB.
-_CHUNK = 256 * 1024
-_MAX_BLOCK = 2**31 - 1  # Arrow's block size is an int32
-
-
-def _lines_table(data: bytes | bytearray) -> pa.Table:
-    """Whole result lines (``schema.result_line``) as a table in ``RESULT_SCHEMA``.
-
-    Arrow's JSON reader decodes them without a Python object per value, and without
-    ``pa.array``, which imports pandas where it is installed (about 0.25 s and 50 MB).
-    Each chunk ends at a line's end, so a long answer is never split. Raises
-    ``pa.ArrowInvalid`` for a line that is not a result row of this version: torn, with a
-    column of another type or name, or without its id, model or status (not nullable).
-    """
-    view = memoryview(data)
-    tables = []
-    start = 0
-    while start < len(data):
-        cut = data.find(b"\n", start + _CHUNK - 1)
-        end = len(data) if cut < 0 else cut + 1
-        block = min(end - start + 1, _MAX_BLOCK)  # the chunk as one block
-        options = pa_json.ReadOptions(use_threads=False, block_size=block)
-        source = pa.BufferReader(pa.py_buffer(view[start:end]))
-        table = pa_json.read_json(
-            source,
-            read_options=options,
-            parse_options=_JSON_PARSE,
-            # malloc reuses the parser's freed buffers from chunk to chunk; with Arrow's
-            # default pool a part's commit rose 20-30 MB instead of 15-17.
-            memory_pool=pa.system_memory_pool(),
-        )
-        tables.append(table)
-        start = end
-    if not tables:
-        return RESULT_SCHEMA.empty_table()
-    return pa.concat_tables(tables).cast(RESULT_SCHEMA)
-
-
-def read_journal(path: Path) -> tuple[pa.Table, int]:
-    """A journal's complete rows as a table in ``RESULT_SCHEMA``, and how many lines were torn.
-
-    Holds the journal in memory: at most one part's rows.
-    """
-    return read_lines(path.read_bytes())
-
-
-def read_lines(data: bytes | bytearray) -> tuple[pa.Table, int]:
-    """The whole result rows among ``data``'s lines, and how many lines were not one.
-
-    JSON has no NaN or infinity, so a float column that held one comes back null, as it
-    does in JSONL output.
-    """
-    if data.endswith(b"\n"):  # the common case: every line whole
-        try:
-            return _lines_table(data), 0
-        except pa.ArrowInvalid:
-            pass
-    rows: list[dict[str, object]] = []
-    torn = 0
-    for line in io.BytesIO(data):  # lines end at b"\n" only, as the writer ends them
-        row = _journal_row(line)
-        if row is None:
-            torn += 1
-        else:
-            rows.append(row)
-    try:
-        return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), torn
-    except (pa.ArrowException, ValueError, TypeError, OverflowError):
-        pass
-    # Some line does not fit the schema (never written by this version): keep the others.
-    tables: list[pa.Table] = []
-    for row in rows:
-        try:
-            tables.append(pa.Table.from_pylist([row], schema=RESULT_SCHEMA))
-        except (pa.ArrowException, ValueError, TypeError, OverflowError):
-            torn += 1
-    return (pa.concat_tables(tables) if tables else RESULT_SCHEMA.empty_table()), torn
-
-
-def _journal_row(line: bytes) -> dict[str, object] | None:
-    if parse_line(line) is None:  # torn, or not a result row
-        return None
-    row: dict[str, object] = orjson.loads(line)
-    for name in _TIMESTAMP_FIELDS:
-        value = row.get(name)
-        if isinstance(value, str):
-            try:
-                row[name] = datetime.fromisoformat(value)
-            except ValueError:
-                row[name] = None
-    return row
-
-
-# --- JSONL ---------------------------------------------------------------------------------
 
 
 def _sort_key(entry: Entry) -> tuple[bool, int, str]:

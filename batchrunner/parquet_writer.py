@@ -22,11 +22,10 @@ from batchrunner.compaction import (
     DICTIONARY_COLUMNS,
     ROW_GROUP_ROWS,
     compact_parquet,
-    read_journal,
-    read_lines,
 )
 from batchrunner.durable import fsync_dir, output_error, remove_quietly, write_all, write_atomically
 from batchrunner.errors import OutputError
+from batchrunner.journal_lines import read_journal, read_lines
 from batchrunner.layout import journal_path, part_path, parts_dir, read_parts_through, scan_parts
 from batchrunner.schema import Result, result_line
 
