@@ -1,177 +1,23 @@
 """The command line: flags → config → run → exit status.
 
-With ``cli_simulate`` (the ``simulate`` subcommand), the only modules that print.
+With ``cli_run`` and ``cli_simulate`` (the ``run`` and ``simulate`` subcommands), the only
+modules that print.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from batchrunner import __version__
 from batchrunner.allocators import return_freed_memory
+from batchrunner.cli_run import add_run, cmd_run, positive_int, setup_logging
 from batchrunner.cli_simulate import add_simulate, cmd_simulate
 from batchrunner.errors import BatchRunnerError, ConfigError
-
-logger = logging.getLogger("batchrunner")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _param(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        value = raw
-    return key, value
-
-
-def _add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="send every input row to the model(s) and write the results")
-    p.add_argument("input", metavar="INPUT", nargs="?", help=".jsonl, .jsonl.gz or .parquet")
-    p.add_argument("-o", "--output", help=".jsonl or .parquet; format from the suffix")
-    p.add_argument("--config", metavar="FILE", help="TOML job file; flags override it")
-    g = p.add_argument_group("models and target")
-    g.add_argument(
-        "--model",
-        dest="models",
-        action="append",
-        metavar="M",
-        help="repeatable: each prompt goes to every model named",
-    )
-    g.add_argument("--default-model", help="model for rows that name none")
-    g.add_argument("--project", help="Vertex project (env GOOGLE_CLOUD_PROJECT)")
-    g.add_argument("--location", help="Vertex location (env GOOGLE_CLOUD_LOCATION; default global)")
-    g.add_argument("--endpoint-id", help="'openapi' (default) or a numeric endpoint id")
-    g.add_argument("--api-version", choices=["v1", "v1beta1"])
-    g.add_argument("--base-url", help="any OpenAI-compatible base URL (env OPENAI_BASE_URL)")
-    g.add_argument(
-        "--simulate",
-        action="store_true",
-        help="start the built-in Vertex simulator and run against it",
-    )
-    g.add_argument("--sim-latency", choices=["zero", "fast", "realistic"])
-    g.add_argument("--sim-error-rate", type=float, metavar="F")
-    g.add_argument("--sim-rpm-quota", type=int, metavar="N")
-    g.add_argument("--sim-tpm-quota", type=int, metavar="N")
-    g.add_argument("--sim-seed", type=int, metavar="N")
-    a = p.add_argument_group("auth")
-    a.add_argument("--no-auth", action="store_true", help="send no credentials (local servers)")
-    a.add_argument(
-        "--credentials",
-        metavar="FILE",
-        help="service-account key file (default: Application Default Credentials)",
-    )
-    a.add_argument("--impersonate-service-account", metavar="EMAIL")
-    a.add_argument("--quota-project", metavar="PROJECT", help="sent as x-goog-user-project")
-    r = p.add_argument_group("request")
-    r.add_argument("--system", help="system prompt for every row without one")
-    r.add_argument("--max-tokens", type=int)
-    r.add_argument("--temperature", type=float)
-    r.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"])
-    r.add_argument(
-        "--param",
-        action="append",
-        type=_param,
-        metavar="KEY=JSON",
-        help="any request parameter, e.g. --param 'seed=7'",
-    )
-    r.add_argument(
-        "--stream",
-        action="store_true",
-        default=None,
-        help="use SSE streaming (needed for TTFT/TTFO/ITL)",
-    )
-    r.add_argument("--id-field")
-    r.add_argument("--prompt-field")
-    r.add_argument("--messages-field")
-    f = p.add_argument_group("flow control")
-    f.add_argument("--concurrency", type=_positive_int, help="max requests in flight (default 64)")
-    f.add_argument("--rpm", type=float, help="requests per minute, per model")
-    f.add_argument("--tpm", type=float, help="tokens per minute, per model")
-    f.add_argument("--input-tpm", type=float)
-    f.add_argument("--output-tpm", type=float)
-    f.add_argument(
-        "--no-adapt",
-        dest="adaptive",
-        action="store_false",
-        default=None,
-        help="keep concurrency fixed instead of adapting to 429s",
-    )
-    f.add_argument("--max-attempts", type=_positive_int)
-    f.add_argument("--timeout", type=float, metavar="SECONDS", help="per attempt (default 600)")
-    f.add_argument(
-        "--max-cost",
-        type=float,
-        metavar="USD",
-        help="stop admitting requests once the spend estimate reaches this",
-    )
-    o = p.add_argument_group("output")
-    o.add_argument(
-        "--restart",
-        action="store_true",
-        default=None,
-        help="ignore existing OUTPUT rows and start over",
-    )
-    o.add_argument(
-        "--retry-failed",
-        action="store_true",
-        default=None,
-        help="on resume, send rows whose last result was an error again",
-    )
-    o.add_argument(
-        "--ordered",
-        action="store_true",
-        default=None,
-        help="order the final file by input position",
-    )
-    o.add_argument(
-        "--dry-run",
-        action="store_true",
-        default=None,
-        help="estimate tokens and cost, send nothing",
-    )
-    o.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON")
-    o.add_argument("--prices", metavar="FILE", help="TOML price table overriding the shipped one")
-    o.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
-    o.add_argument("-v", "--verbose", action="count", default=0)
-    s = p.add_argument_group("scale-out (see docs/scale-out.md)")
-    s.add_argument(
-        "--shard",
-        metavar="I/N",
-        help="run shard I of N (0-based) into OUTPUT.shard-I-of-N; default from "
-        "CLOUD_RUN_TASK_INDEX/COUNT or JOB_COMPLETION_INDEX; --rpm/--tpm are the whole job's",
-    )
-    s.add_argument(
-        "--shard-count",
-        type=_positive_int,
-        metavar="N",
-        help="shards of a Kubernetes Indexed Job (env BATCHRUNNER_SHARD_COUNT)",
-    )
-    s.add_argument("--ray", action="store_true", help="run the shards on a Ray cluster")
-    s.add_argument("--ray-address", metavar="ADDR", help="Ray cluster (default: RAY_ADDRESS/local)")
-    s.add_argument("--workers", type=_positive_int, metavar="N", help="Ray workers (default 4)")
-    s.add_argument(
-        "--shards",
-        type=_positive_int,
-        metavar="N",
-        help="shards --ray splits the input into (default: as OUTPUT has, else 4 per worker)",
-    )
 
 
 def _add_report(sub: Any) -> None:
@@ -184,7 +30,7 @@ def _add_report(sub: Any) -> None:
 def _add_merge(sub: Any) -> None:
     p = sub.add_parser("merge", help="merge the shard outputs of OUTPUT into OUTPUT")
     p.add_argument("output", metavar="OUTPUT", help="the job's -o, without the shard suffix")
-    p.add_argument("--shards", type=_positive_int, metavar="N", help="which plan, if several")
+    p.add_argument("--shards", type=positive_int, metavar="N", help="which plan, if several")
     p.add_argument("--ordered", action="store_true", help="order rows by input position")
 
 
@@ -195,173 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"batchrunner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub)
+    add_run(sub)
     add_simulate(sub)
     _add_report(sub)
     _add_merge(sub)
     return parser
-
-
-def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for key, value in ns.param or []:
-        params[key] = value
-    if ns.max_tokens is not None:
-        params["max_tokens"] = ns.max_tokens
-    if ns.temperature is not None:
-        params["temperature"] = ns.temperature
-    if ns.reasoning_effort is not None:
-        params["reasoning_effort"] = ns.reasoning_effort
-    fields = {
-        k: v
-        for k, v in (
-            ("id", ns.id_field),
-            ("prompt", ns.prompt_field),
-            ("messages", ns.messages_field),
-        )
-        if v
-    }
-    auth: dict[str, Any] = {}
-    if ns.no_auth:
-        auth["mode"] = "none"
-    if ns.credentials:
-        auth.update(mode="adc", credentials_file=ns.credentials)
-    if ns.impersonate_service_account:
-        auth["impersonate_service_account"] = ns.impersonate_service_account
-    if ns.quota_project:
-        auth["quota_project"] = ns.quota_project
-    simulate: dict[str, Any] | None = None
-    if ns.simulate:
-        simulate = {
-            "latency": ns.sim_latency,
-            "error_rate": ns.sim_error_rate,
-            "rpm_quota": ns.sim_rpm_quota,
-            "tpm_quota": ns.sim_tpm_quota,
-            "seed": ns.sim_seed,
-        }
-    return {
-        "input": ns.input,
-        "output": ns.output,
-        "models": ns.models,
-        "default_model": ns.default_model,
-        "project": ns.project,
-        "location": ns.location,
-        "endpoint_id": ns.endpoint_id,
-        "api_version": ns.api_version,
-        "base_url": ns.base_url,
-        "simulate": simulate,
-        "auth": auth or None,
-        "system": ns.system,
-        "stream": ns.stream,
-        "params": params or None,
-        "fields": fields or None,
-        "concurrency": ns.concurrency,
-        "rpm": ns.rpm,
-        "tpm": ns.tpm,
-        "input_tpm": ns.input_tpm,
-        "output_tpm": ns.output_tpm,
-        "adaptive": ns.adaptive,
-        "max_attempts": ns.max_attempts,
-        "timeout": ns.timeout,
-        "max_cost": ns.max_cost,
-        "restart": ns.restart,
-        "retry_failed": ns.retry_failed,
-        "ordered": ns.ordered,
-        "dry_run": ns.dry_run,
-        "summary": ns.summary,
-        "prices": ns.prices,
-        "shard": ns.shard,
-        "shard_count": ns.shard_count,
-    }
-
-
-def _setup_logging(verbose: int) -> None:
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("batchrunner: %(levelname)s: %(message)s"))
-    root = logging.getLogger("batchrunner")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-
-
-def _cmd_run(ns: argparse.Namespace) -> int:
-    from batchrunner.config import build_config, load_job_file
-    from batchrunner.pricing import PriceTable
-
-    _setup_logging(ns.verbose)
-    job = load_job_file(ns.config) if ns.config else None
-    options = _run_options(ns)
-    if ns.ray:
-        if ns.shard is not None:
-            raise ConfigError("--ray plans its own shards: drop --shard")
-        options["shard"] = "0/1"  # the driver is the whole job, whatever the environment says
-    config = build_config(options, job=job)
-    prices = PriceTable.default()
-    if config.prices_path:
-        prices = PriceTable.load(config.prices_path, base=prices)
-    if config.dry_run:
-        from batchrunner import dryrun
-
-        print(dryrun.render(dryrun.estimate(config, prices)))
-        return 0
-    from batchrunner.gctune import collect_less_often
-    from batchrunner.progress import ProgressDisplay, expected_requests
-    from batchrunner.report import render_summary
-    from batchrunner.runner import run
-
-    mode = ns.progress
-    interactive = sys.stderr.isatty() if mode == "auto" else mode == "bar"
-    display = None
-    if mode != "off":
-        total = expected_requests(config.input, len(config.models))
-        display = ProgressDisplay(sys.stderr, total=total, interactive=interactive)
-    if ns.ray:
-        from batchrunner.ray_adapter import run_on_ray
-
-        if display is not None:
-            display.close()
-        summary = run_on_ray(
-            config, address=ns.ray_address, workers=ns.workers or 4, shards=ns.shards
-        )
-    else:
-        collect_less_often()  # this process exists to run the batch
-        try:
-            summary = run(config, prices=prices, on_progress=display, handle_signals=True)
-        finally:
-            if display is not None:
-                display.close()
-    if summary.stats.total.rows:
-        print(render_summary(summary.stats), file=sys.stderr)
-    else:
-        print("batchrunner: nothing to send", file=sys.stderr)
-    notes = []
-    if summary.skipped:
-        notes.append(f"{summary.skipped:,} requests were already done in {config.output}")
-    if summary.earlier_errors:
-        notes.append(
-            f"{summary.earlier_errors:,} rows kept their earlier error; "
-            "--retry-failed sends them again"
-        )
-    if summary.duplicates:
-        notes.append(f"{summary.duplicates:,} input rows had a duplicate id and were skipped")
-    for note in notes:
-        print(f"batchrunner: {note}", file=sys.stderr)
-    if config.summary_path is not None:
-        from batchrunner.report import render
-
-        config.summary_path.write_text(render(summary.stats, "json"), encoding="utf-8")
-    if summary.fatal:
-        print(f"batchrunner: aborted: {summary.fatal}", file=sys.stderr)
-    elif summary.stopped:
-        print(
-            f"batchrunner: stopped early ({summary.stopped}); run the same command again to "
-            "resume where it stopped",
-            file=sys.stderr,
-        )
-    finished = summary.fatal is None and summary.stopped is None
-    print(_where_results_are(config.output, finished=finished), file=sys.stderr)
-    return summary.exit_status
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
@@ -382,7 +66,7 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 def _cmd_merge(ns: argparse.Namespace) -> int:
     from batchrunner.shards import merge_shards
 
-    _setup_logging(0)
+    setup_logging(0)
     merged = merge_shards(ns.output, count=ns.shards, ordered=ns.ordered)
     print(
         f"batchrunner: merged {len(merged.shards)} shards ({merged.rows_read:,} rows) into "
@@ -392,24 +76,12 @@ def _cmd_merge(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _where_results_are(output: Path, *, finished: bool) -> str:
-    """Where to look: a Parquet run that stopped early keeps its new rows in parts."""
-    from batchrunner.layout import parts_dir
-
-    parts = parts_dir(output)
-    if finished or not parts.is_dir():
-        return f"batchrunner: results in {output}"
-    earlier = f"{output} and " if output.exists() else ""
-    merge = f"the next run merges them into {output}"
-    return f"batchrunner: results so far in {earlier}{parts}; {merge}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     return_freed_memory()  # before anything loads pyarrow: this process exists to run the command
     commands = {
-        "run": _cmd_run,
+        "run": cmd_run,
         "simulate": cmd_simulate,
         "report": _cmd_report,
         "merge": _cmd_merge,
