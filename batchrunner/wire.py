@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import aiohttp
 import anyio
 import httpx
+from aiohttp.payload import BytesPayload
 
 from batchrunner.classify import error_from_exception
 from batchrunner.errors import RequestError
@@ -176,7 +177,8 @@ class AiohttpWire:
         overdue = False
         try:
             try:
-                async with session.post(url, data=body, headers=headers) as response:
+                # A payload, not bytes: aiohttp's registry would take 2 µs to choose one.
+                async with session.post(url, data=BytesPayload(body), headers=headers) as response:
                     return response.status, response.headers, await response.read()
             finally:
                 overdue = self._deadlines.finish(task)
@@ -197,7 +199,7 @@ class AiohttpWire:
         overdue = False
         try:
             try:
-                async with session.post(url, data=body, headers=headers) as response:
+                async with session.post(url, data=BytesPayload(body), headers=headers) as response:
                     yield _AiohttpResponse(response)
             finally:
                 overdue = self._deadlines.finish(task)

@@ -24,9 +24,10 @@ class Server:
     def __init__(self) -> None:
         self.arrived = anyio.Event()
         self.url = ""
+        self.received: list[tuple[dict[str, str], bytes]] = []
 
     async def ok(self, request: web.Request) -> web.Response:
-        await request.read()
+        self.received.append((dict(request.headers), await request.read()))
         return web.Response(body=ANSWER, content_type="application/json")
 
     async def stall(self, request: web.Request) -> web.Response:
@@ -75,6 +76,24 @@ async def test_an_answer_comes_back_whole(server: Server) -> None:
     finally:
         await w.aclose()
     assert (status, body) == (200, ANSWER)
+
+
+async def test_the_request_goes_out_with_the_callers_headers_and_body(server: Server) -> None:
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer t"}
+    w = wire(5.0)
+    try:
+        await w.fetch(server.url + "/ok", headers, body)
+        async with w.post(server.url + "/ok", headers, body) as response:
+            assert await response.read() == ANSWER
+    finally:
+        await w.aclose()
+    assert len(server.received) == 2
+    for got_headers, got_body in server.received:
+        assert got_body == body
+        assert got_headers["Content-Type"] == "application/json"
+        assert got_headers["Authorization"] == "Bearer t"
+        assert got_headers["Content-Length"] == str(len(body))
 
 
 async def test_a_stalled_answer_is_abandoned_at_its_deadline_and_the_task_goes_on(
