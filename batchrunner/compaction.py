@@ -57,7 +57,7 @@ _SORT_KEYS = [("row", "ascending"), ("model", "ascending")]  # rows without a po
 Source: TypeAlias = Path | pa.Table
 
 
-# --- journals ------------------------------------------------------------------------------
+# --- JSONL ---------------------------------------------------------------------------------
 
 
 def _sort_key(entry: Entry) -> tuple[bool, int, str]:

@@ -21,13 +21,12 @@ class FirstAnswers:
     server that drops some connections, does not stop it.
     """
 
-    __slots__ = ("_not_found", "_settled", "_unreachable", "_unreachable_reason")
+    __slots__ = ("_not_found", "_settled", "_unreachable")
 
     def __init__(self) -> None:
         self._settled = False
         self._not_found = 0
         self._unreachable = 0  # rows that never got an HTTP answer; -1 once a server answered
-        self._unreachable_reason = ""
 
     def see(self, result: Result) -> str | None:
         """Why the run should stop, once the first ``FIRST_ANSWERS`` results agree; else None."""
@@ -47,14 +46,13 @@ class FirstAnswers:
         if result.error_type == "connection" and result.http_status is None:
             if self._unreachable >= 0:
                 self._unreachable += 1
-                self._unreachable_reason = result.error_message or "connection failed"
                 if self._unreachable >= FIRST_ANSWERS:
                     self._settled = True
                     return (
                         f"the first {FIRST_ANSWERS} rows never reached the server, each after "
                         "every retry; check --base-url (or --location) and the network; once "
                         "fixed, --retry-failed also resends those rows. The last error: "
-                        f"{self._unreachable_reason}"
+                        f"{result.error_message or 'connection failed'}"
                     )
             return None
         if result.status == "ok" or result.http_status is not None:
