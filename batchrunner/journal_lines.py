@@ -8,6 +8,7 @@ exactly what the journal held; a journal left by a killed run is sealed the same
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -28,26 +29,49 @@ _CHUNK = 256 * 1024
 _MAX_BLOCK = 2**31 - 1  # Arrow's block size is an int32
 
 
-def _lines_table(data: bytes | bytearray) -> pa.Table:
+def _blocks(chunks: Sequence[bytes | bytearray]) -> Iterator[bytes | bytearray | memoryview]:
+    """The lines of ``chunks`` (each of whole lines) in blocks of about ``_CHUNK`` bytes."""
+    group: list[bytes | bytearray] = []
+    size = 0
+    for chunk in chunks:
+        group.append(chunk)
+        size += len(chunk)
+        if size >= _CHUNK:
+            yield from _split(group[0] if len(group) == 1 else b"".join(group))
+            group, size = [], 0
+    if group:
+        yield from _split(group[0] if len(group) == 1 else b"".join(group))
+
+
+def _split(data: bytes | bytearray) -> Iterator[bytes | bytearray | memoryview]:
+    """``data`` cut at line ends into blocks of at least ``_CHUNK`` bytes (but one)."""
+    if len(data) < 2 * _CHUNK:
+        yield data
+        return
+    view = memoryview(data)
+    start = 0
+    while start < len(data):
+        cut = data.find(b"\n", start + _CHUNK - 1)
+        end = len(data) if cut < 0 or len(data) - cut <= _CHUNK else cut + 1
+        yield view[start:end]
+        start = end
+
+
+def _lines_table(chunks: Sequence[bytes | bytearray]) -> pa.Table:
     """Whole result lines (``schema.result_line``) as a table in ``RESULT_SCHEMA``.
 
     Arrow's JSON reader decodes them without a Python object per value, and without
     ``pa.array``, which imports pandas where it is installed (about 0.25 s and 50 MB).
-    Each chunk ends at a line's end, so a long answer is never split. Raises
+    Each block ends at a line's end, so a long answer is never split. Raises
     ``pa.ArrowInvalid`` for a line that is not a result row of this version: torn, with a
     column of another type or name, or without its id, model or status (not nullable).
     """
-    view = memoryview(data)
     tables = []
-    start = 0
-    while start < len(data):
-        cut = data.find(b"\n", start + _CHUNK - 1)
-        end = len(data) if cut < 0 else cut + 1
-        block = min(end - start + 1, _MAX_BLOCK)  # the chunk as one block
+    for data in _blocks(chunks):
+        block = min(len(data) + 1, _MAX_BLOCK)  # read in one go
         options = pa_json.ReadOptions(use_threads=False, block_size=block)
-        source = pa.BufferReader(pa.py_buffer(view[start:end]))
         table = pa_json.read_json(
-            source,
+            pa.BufferReader(pa.py_buffer(data)),
             read_options=options,
             parse_options=_JSON_PARSE,
             # malloc reuses the parser's freed buffers from chunk to chunk; with Arrow's
@@ -55,10 +79,11 @@ def _lines_table(data: bytes | bytearray) -> pa.Table:
             memory_pool=pa.system_memory_pool(),
         )
         tables.append(table)
-        start = end
     if not tables:
         return RESULT_SCHEMA.empty_table()
-    return pa.concat_tables(tables).cast(RESULT_SCHEMA)
+    # The reader has already refused a null id, model or status; only the schema's
+    # nullability flags differ, and a cast would run every column through Arrow's compute.
+    return pa.Table.from_arrays(pa.concat_tables(tables).columns, schema=RESULT_SCHEMA)
 
 
 def read_journal(path: Path) -> tuple[pa.Table, int]:
@@ -66,20 +91,21 @@ def read_journal(path: Path) -> tuple[pa.Table, int]:
 
     Holds the journal in memory: at most one part's rows.
     """
-    return read_lines(path.read_bytes())
+    return read_lines([path.read_bytes()])
 
 
-def read_lines(data: bytes | bytearray) -> tuple[pa.Table, int]:
-    """The whole result rows among ``data``'s lines, and how many lines were not one.
+def read_lines(chunks: Sequence[bytes | bytearray]) -> tuple[pa.Table, int]:
+    """The whole result rows among the lines of ``chunks``, and how many lines were not one.
 
-    JSON has no NaN or infinity, so a float column that held one comes back null, as it
-    does in JSONL output.
+    The lines run on from one chunk to the next. JSON has no NaN or infinity, so a float
+    column that held one comes back null, as it does in JSONL output.
     """
-    if data.endswith(b"\n"):  # the common case: every line whole
+    if all(chunk.endswith(b"\n") for chunk in chunks):  # the common case: every line whole
         try:
-            return _lines_table(data), 0
+            return _lines_table(chunks), 0
         except pa.ArrowInvalid:
             pass
+    data = b"".join(chunks)
     rows: list[dict[str, object]] = []
     torn = 0
     for line in io.BytesIO(data):  # lines end at b"\n" only, as the writer ends them

@@ -99,8 +99,8 @@ class ParquetWriter:
     """
 
     __slots__ = (
-        "_buffer",
         "_buffered",
+        "_chunks",
         "_closed",
         "_failed",
         "_journal",
@@ -130,8 +130,10 @@ class ParquetWriter:
         self._next_seq = next_seq
         self._parts_through = parts_through
         self._journal = _Journal(journal_path(path, next_seq))
-        self._buffer = bytearray()  # result lines: one buffer, which the part decodes in place
-        self._buffered = 0  # rows in the buffer
+        # The part's result lines, as written: one growing buffer would be copied to fresh
+        # memory as it grew, and each fresh page is a page fault.
+        self._chunks: list[bytes] = []
+        self._buffered = 0  # rows in the chunks
         self._failed: OutputError | None = None
         self._closed = False
 
@@ -157,7 +159,7 @@ class ParquetWriter:
             room = self._part_rows - self._buffered
             if len(rest) < room:
                 data = b"".join(map(result_line, rest))
-                self._buffer += data  # after a failed write, abort() still commits them
+                self._chunks.append(data)  # after a failed write, abort() still commits them
                 self._buffered += len(rest)
                 try:
                     self._journal.append(data, len(rest))
@@ -165,7 +167,7 @@ class ParquetWriter:
                     self._fail(self._journal.path, exc)
                 return
             # These rows fill a part: committing it makes them durable without the journal.
-            self._buffer += b"".join(map(result_line, rest[:room]))
+            self._chunks.append(b"".join(map(result_line, rest[:room])))
             self._buffered += room
             rest = rest[room:]
             self._commit()
@@ -189,7 +191,7 @@ class ParquetWriter:
         try:
             # The buffer goes straight into OUTPUT; until the rename its journal keeps it.
             on_disk = scan_parts(self.path, self._parts_through)
-            pending = (self._next_seq, self._buffered_table()) if self._buffer else None
+            pending = (self._next_seq, self._buffered_table()) if self._chunks else None
             compact_parquet(
                 self.path,
                 on_disk.parts,
@@ -210,7 +212,7 @@ class ParquetWriter:
             return
         self._closed = True
         try:
-            if self._buffer:
+            if self._chunks:
                 self._commit()
         except OutputError as exc:
             unsaved = self._buffered - self._journal.rows
@@ -237,7 +239,7 @@ class ParquetWriter:
         raise self._failed from exc
 
     def _buffered_table(self) -> pa.Table:
-        table, dropped = read_lines(self._buffer)
+        table, dropped = read_lines(self._chunks)
         if dropped:  # not expected of result_line's lines: keep the part, resend the rows
             logger.warning(
                 "%d rows of part %d could not be decoded; a resumed run sends them again",
@@ -254,7 +256,7 @@ class ParquetWriter:
             write_atomically(target, _parquet_bytes(self._buffered_table()))
         except OSError as exc:
             self._fail(target, exc)
-        self._buffer = bytearray()  # a cleared one would keep its allocation
+        self._chunks = []
         self._buffered = 0
         # Hand back what decoding and encoding the part freed until the next part: mimalloc
         # kept some 20-40 MB of it; on the system allocator this trims glibc's heaps.

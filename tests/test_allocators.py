@@ -1,4 +1,4 @@
-"""The command puts Arrow on the system allocator and keeps glibc's mmap threshold fixed.
+"""The command puts Arrow on the system allocator and fixes glibc's mmap and trim thresholds.
 
 Each check runs in a fresh interpreter: both settings are process-wide, and Arrow reads
 its choice of allocator only once, when pyarrow loads.
@@ -115,3 +115,35 @@ def test_a_large_block_freed_does_not_keep_later_ones_in_the_heap() -> None:
     fixed = "from batchrunner.allocators import return_freed_memory; return_freed_memory()"
     assert python(_MAPPED_AFTER_LARGE_FREE.format(setup=fixed)) == "1"
     assert python(_MAPPED_AFTER_LARGE_FREE.format(setup="")) == "0"  # glibc's default
+
+
+# Small blocks freed from the top of the heap: glibc gives them back to the system once the
+# free top passes the trim threshold (128 KiB when only the mmap threshold is fixed), and the
+# next ones are faulted in again; mallinfo2's arena is the heap's size.
+_HEAP_AFTER_FREE = """
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    {setup}
+    blocks = [libc.malloc(64 << 10) for _ in range(64)]  # 4 MiB, each below the mmap threshold
+    grown = libc.mallinfo2().arena
+    for block in reversed(blocks):
+        libc.free(block)
+    print(grown - libc.mallinfo2().arena >= 2 << 20)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_memory_freed_between_rows_stays_for_the_next_rows() -> None:
+    fixed = "from batchrunner.allocators import return_freed_memory; return_freed_memory()"
+    assert python(_HEAP_AFTER_FREE.format(setup=fixed)) == "False"
+    mmap_only = "libc.mallopt(-3, 128 << 10)"
+    assert python(_HEAP_AFTER_FREE.format(setup=mmap_only)) == "True"  # given back at once

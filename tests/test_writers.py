@@ -542,6 +542,27 @@ def test_an_answer_longer_than_a_decoding_block_survives_its_part(tmp_path: Path
     assert got["43"] == "answer 43"
 
 
+def test_a_part_made_of_writes_large_and_small_keeps_every_row_once(tmp_path: Path) -> None:
+    # A part is decoded from its writes in blocks: tiny writes are joined, a write over
+    # a few hundred KB is cut at line ends. Neither may drop, split or repeat a row.
+    out = tmp_path / "out.parquet"
+    writer = open_writer(out, part_rows=1_000)
+    sizes = [1, 3, 700, 1, 900, 2, 400, 1, 1, 500]  # 2,509 rows: two parts and a remainder
+    written: dict[str, str] = {}
+    start = 0
+    for size in sizes:
+        rows = [result(str(i)) for i in range(start, start + size)]
+        for row in rows:
+            row.output = f"{row.id}:" + "ä" * (1_000 if size > 100 else 3)
+            written[row.id] = row.output
+        writer.write(rows)
+        start += size
+    writer.close()
+    got = read_rows(out)
+    assert len(got) == len(written) == 2_509
+    assert {str(r["id"]): r["output"] for r in got} == written
+
+
 def test_a_row_arrow_cannot_hold_is_left_out_of_its_part_and_the_rest_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
