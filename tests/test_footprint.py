@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import orjson
 import pyarrow.parquet as pq
 
 _FORBID_PANDAS = """
@@ -83,3 +84,23 @@ def test_percentiles_past_the_exact_store(tmp_path: Path) -> None:
         assert 0.49 < q.quantiles([0.5])[0] < 0.51 and 0.49 < q.mean() < 0.51
         """
     )
+
+
+def test_sorting_a_jsonl_output_by_row(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    run_without_pandas(
+        f"""
+        from batchrunner.schema import Result
+        from batchrunner.writers import open_writer
+
+        writer = open_writer({str(out)!r})
+        for i in reversed(range(3000)):
+            for model in ("b", "a"):
+                writer.write([Result(id=str(i), model=model, status="ok", row=i, attempts=1)])
+        writer.write([Result(id="x", model="a", status="ok", attempts=1)])  # no position
+        writer.close(ordered=True)
+        """
+    )
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    expected = [(str(i), model) for i in range(3000) for model in ("a", "b")] + [("x", "a")]
+    assert [(r["id"], r["model"]) for r in rows] == expected
