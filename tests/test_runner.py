@@ -219,6 +219,30 @@ async def test_a_run_whose_first_rows_never_reach_a_server_stops(
     assert sorted(r["id"] for r in rows) == sorted(p["id"] for p in prompts(1000))
 
 
+async def test_a_host_that_never_answers_a_connect_stops_the_run_too(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # A firewall that drops packets: connects neither succeed nor fail, they time out. A
+    # listener whose one-connection queue is full does the same on loopback.
+    write_jsonl(tmp_path / "in.jsonl", prompts(1000))
+    with socket.socket() as silent, socket.socket() as filler:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        port = silent.getsockname()[1]
+        filler.connect(("127.0.0.1", port))
+        wrong = f"http://127.0.0.1:{port}/v1"
+        policy = RetryPolicy.no_wait(max_attempts=2)
+        summary = await run(
+            sim, tmp_path, url=wrong, concurrency=8, connect_timeout_s=0.2, policy=policy
+        )
+    rows = read_results(tmp_path / "out.jsonl")
+    assert summary.stopped is not None and "never reached the server" in summary.stopped
+    assert summary.exit_status == 3
+    assert {r["error_type"] for r in rows} == {"connection"}
+    assert {r["attempts"] for r in rows} == {2}
+    assert FIRST_ANSWERS <= len(rows) < FIRST_ANSWERS + 8 * 2
+
+
 @pytest.mark.parametrize("sim", [{"faults": {"reset": 0.6}}], indirect=True)
 async def test_a_server_that_drops_many_connections_is_not_taken_for_a_wrong_url(
     sim: Simulator, tmp_path: Path
