@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import pyarrow as pa
@@ -31,12 +32,16 @@ from batchrunner.layout import (
     scan_parts,
 )
 
+if TYPE_CHECKING:
+    from batchrunner.config import RunConfig
+
 __all__ = [
     "ResumeState",
     "RunIdentity",
     "check_identity",
     "key_of",
     "load_resume_state",
+    "run_identity",
 ]
 
 logger = logging.getLogger(__name__)
@@ -248,3 +253,27 @@ def check_identity(path: str | os.PathLike[str], identity: RunIdentity, *, resta
         write_atomically(manifest, data + b"\n")
     except OSError as exc:
         raise output_error("write", manifest, exc) from exc
+
+
+def run_identity(config: RunConfig) -> RunIdentity:
+    """What makes two runs the same job: input, models and the request they send."""
+    request = config.request
+    return RunIdentity(
+        {
+            "input": str(config.input.resolve()),
+            "models": list(config.models) or None,
+            "default_model": config.default_model if not config.models else None,
+            "system": request.system,
+            "params": dict(request.params),
+            "google": dict(request.google),
+            "stream": request.stream,
+            "fields": {
+                "id": config.fields.id,
+                "prompt": config.fields.prompt,
+                "messages": config.fields.messages,
+                "system": config.fields.system,
+                "model": config.fields.model,
+                "params": config.fields.params,
+            },
+        }
+    )

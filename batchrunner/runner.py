@@ -26,6 +26,7 @@ import httpx
 from batchrunner.auth import AuthConfig, Authenticator, build_authenticator
 from batchrunner.client import ChatClient
 from batchrunner.config import RunConfig
+from batchrunner.control import RunControl
 from batchrunner.counters import Counters
 from batchrunner.endpoint import VertexTarget, chat_completions_url
 from batchrunner.errors import (
@@ -34,14 +35,13 @@ from batchrunner.errors import (
     ConfigError,
     OutputError,
 )
-from batchrunner.first_answers import FirstAnswers
 from batchrunner.handoff import ResultBuffer, WorkQueue
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
 from batchrunner.producer import READ_CHUNK, Producer
 from batchrunner.readers import check_input
 from batchrunner.requests import RequestSpec
-from batchrunner.resume import ResumeState, RunIdentity, check_identity, load_resume_state
+from batchrunner.resume import ResumeState, check_identity, load_resume_state, run_identity
 from batchrunner.retry import RetryPolicy
 from batchrunner.schema import Result
 from batchrunner.sender import Sender
@@ -84,56 +84,6 @@ class RunSummary:
         return 1 if self.stats.total.errors or self.earlier_errors else 0
 
 
-class _Control:
-    """Stops admission once, for one reason, and remembers an abort."""
-
-    def __init__(self) -> None:
-        self.stopped: str | None = None
-        self.fatal: str | None = None
-        self.workers: anyio.CancelScope | None = None
-        self._first = FirstAnswers()
-
-    def answered(self, result: Result) -> None:
-        """Stop a run whose first answers all say it is pointed at the wrong place."""
-        reason = self._first.see(result)
-        if reason is not None:
-            self.stop(reason)
-
-    def stop(self, reason: str) -> None:
-        if self.stopped is None:
-            self.stopped = reason
-            logger.warning("stopping: %s", reason)
-
-    def abort(self, exc: AbortError) -> None:
-        if self.fatal is None:
-            self.fatal = str(exc)
-        self.stop(str(exc))
-
-
-def run_identity(config: RunConfig) -> RunIdentity:
-    """What makes two runs the same job: input, models and the request they send."""
-    request = config.request
-    return RunIdentity(
-        {
-            "input": str(config.input.resolve()),
-            "models": list(config.models) or None,
-            "default_model": config.default_model if not config.models else None,
-            "system": request.system,
-            "params": dict(request.params),
-            "google": dict(request.google),
-            "stream": request.stream,
-            "fields": {
-                "id": config.fields.id,
-                "prompt": config.fields.prompt,
-                "messages": config.fields.messages,
-                "system": config.fields.system,
-                "model": config.fields.model,
-                "params": config.fields.params,
-            },
-        }
-    )
-
-
 class Runner:
     """Runs one batch. Every collaborator can be injected; by default the config builds them."""
 
@@ -163,7 +113,7 @@ class Runner:
         self._handle_signals = handle_signals
         self.counters = Counters()
         self.stats = RunStats()
-        self._control = _Control()
+        self._control = RunControl()
 
     # -- setup -----------------------------------------------------------------------------
 

@@ -1,0 +1,45 @@
+"""A run's control: admission stops once, for one reason, and an abort is remembered.
+
+The workers, the producer, the writer, the signal watcher and the credentials task all
+report here; the runner reads the outcome for the run's summary and exit status.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from batchrunner.errors import AbortError
+from batchrunner.first_answers import FirstAnswers
+from batchrunner.schema import Result
+
+__all__ = ["RunControl"]
+
+logger = logging.getLogger(__name__)
+
+
+class RunControl:
+    """Stops admission once, for one reason, and remembers an abort."""
+
+    def __init__(self) -> None:
+        self.stopped: str | None = None
+        self.fatal: str | None = None
+        self.workers: anyio.CancelScope | None = None
+        self._first = FirstAnswers()
+
+    def answered(self, result: Result) -> None:
+        """Stop a run whose first answers all say it is pointed at the wrong place."""
+        reason = self._first.see(result)
+        if reason is not None:
+            self.stop(reason)
+
+    def stop(self, reason: str) -> None:
+        if self.stopped is None:
+            self.stopped = reason
+            logger.warning("stopping: %s", reason)
+
+    def abort(self, exc: AbortError) -> None:
+        if self.fatal is None:
+            self.fatal = str(exc)
+        self.stop(str(exc))
