@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_public_surface_is_exactly_all() -> None:
     assert len(set(simulator.__all__)) == len(simulator.__all__)
     public = {name for name in dir(simulator) if not name.startswith("_")}
-    modules = {"app", "auth", "config", "content", "envelopes", "faults", "latency"}
+    modules = {"app", "auth", "config", "content", "envelopes", "exchange", "faults", "latency"}
     modules |= {"models", "quotas", "recorder", "server", "shapes", "annotations"}
     assert public - modules == set(simulator.__all__)
 

@@ -17,8 +17,9 @@ from aiohttp import web
 
 from .auth import KeyRing, TokenStore, metadata_route, token_endpoint
 from .config import SimulatorConfig, SimulatorStatistics
-from .content import ModelResolver, Plan, parse_request, plan_answer, validate_limits
+from .content import ModelResolver, parse_request, plan_answer, validate_limits
 from .envelopes import ApiError, error_response
+from .exchange import Exchange
 from .faults import ERROR_FAULTS, FaultPicker, fault_error
 from .latency import SERVER_DEADLINE_S, Timing, plan_timing, streamed_tokens
 from .models import MODELS, ModelSpec
@@ -42,49 +43,6 @@ CHAT_PATH = re.compile(
 _COALESCE_S = 0.002
 _RESET = 0  # status recorded when the connection was reset without an answer
 _CLIENT_GONE = 499
-
-
-class _Exchange:
-    """What one chat request did, filled in as it is served; becomes its record."""
-
-    __slots__ = (
-        "arrival",
-        "arrival_unix",
-        "error_status",
-        "fault",
-        "finish_reasons",
-        "first_byte",
-        "last_byte",
-        "location",
-        "model",
-        "plan",
-        "reported",
-        "response_id",
-        "status",
-        "stream",
-    )
-
-    def __init__(self, location: str) -> None:
-        self.arrival = time.monotonic()
-        self.arrival_unix = time.time()
-        self.location = location
-        self.model: str | None = None
-        self.stream = False
-        self.status = 500
-        self.error_status: str | None = None
-        self.fault: str | None = None
-        self.first_byte: float | None = None
-        self.last_byte: float | None = None
-        self.response_id: str | None = None
-        self.finish_reasons: list[str] | None = None
-        self.plan: Plan | None = None
-        self.reported: tuple[int | None, int | None, int | None, int | None] | None = None
-
-    def sent(self) -> None:
-        now = time.monotonic()
-        if self.first_byte is None:
-            self.first_byte = now
-        self.last_byte = now
 
 
 class SimulatorState:
@@ -161,7 +119,7 @@ class SimulatorState:
     async def _chat(
         self, request: web.Request, version: str, project: str, location: str, endpoint: str
     ) -> web.StreamResponse:
-        exchange = _Exchange(location)
+        exchange = Exchange(location)
         with self._lock:
             self._requests += 1
             self._in_flight += 1
@@ -184,7 +142,7 @@ class SimulatorState:
     async def _serve(
         self,
         request: web.Request,
-        exchange: _Exchange,
+        exchange: Exchange,
         version: str,
         project: str,
         location: str,
@@ -300,7 +258,7 @@ class SimulatorState:
             await asyncio.sleep(delay)
 
     async def _complete(
-        self, request: web.Request, exchange: _Exchange, body: bytes, *, truncate: bool
+        self, request: web.Request, exchange: Exchange, body: bytes, *, truncate: bool
     ) -> web.StreamResponse:
         transport = request.transport
         if transport is None or transport.is_closing():
@@ -322,7 +280,7 @@ class SimulatorState:
     async def _stream(
         self,
         request: web.Request,
-        exchange: _Exchange,
+        exchange: Exchange,
         timing: Timing,
         events: Sequence[StreamEvent],
         *,
@@ -353,7 +311,7 @@ class SimulatorState:
 
     @staticmethod
     async def _write(
-        request: web.Request, response: web.StreamResponse, exchange: _Exchange, buffer: list[bytes]
+        request: web.Request, response: web.StreamResponse, exchange: Exchange, buffer: list[bytes]
     ) -> None:
         if not response.prepared:
             await response.prepare(request)
@@ -367,7 +325,7 @@ class SimulatorState:
     def _finish(
         self,
         request: web.Request,
-        exchange: _Exchange,
+        exchange: Exchange,
         version: str,
         project: str,
         endpoint: str,
@@ -382,42 +340,7 @@ class SimulatorState:
                 self._usage[2] += plan.reasoning_tokens
         if not self.recorder.active:
             return
-        reported = exchange.reported if plan is not None else None
-        first, last = exchange.first_byte, exchange.last_byte
-        offset = exchange.arrival_unix - exchange.arrival
-        record: dict[str, object] = {
-            "arrival_monotonic": exchange.arrival,
-            "first_byte_monotonic": first,
-            "last_byte_monotonic": last,
-            "arrival_unix": exchange.arrival_unix,
-            "first_byte_unix": None if first is None else first + offset,
-            "last_byte_unix": None if last is None else last + offset,
-            "method": request.method,
-            "path": request.path,
-            "version": version,
-            "project": project,
-            "location": exchange.location,
-            "endpoint": endpoint,
-            "model": exchange.model,
-            "stream": exchange.stream,
-            "status": exchange.status,
-            "error_status": exchange.error_status,
-            "fault": exchange.fault,
-            "response_id": exchange.response_id if plan is not None else None,
-            "finish_reasons": exchange.finish_reasons if plan is not None else None,
-            "reported_prompt_tokens": reported[0] if reported else None,
-            "reported_completion_tokens": reported[1] if reported else None,
-            "reported_reasoning_tokens": reported[2] if reported else None,
-            "reported_total_tokens": reported[3] if reported else None,
-            # OpenAI convention: completion_tokens includes reasoning tokens.
-            "prompt_tokens": plan.prompt_tokens if plan else None,
-            "completion_tokens": plan.content_tokens + plan.reasoning_tokens if plan else None,
-            "reasoning_tokens": plan.reasoning_tokens if plan else None,
-            "total_tokens": (
-                plan.prompt_tokens + plan.content_tokens + plan.reasoning_tokens if plan else None
-            ),
-        }
-        self.recorder.add(record)
+        self.recorder.add(exchange.record(request.method, request.path, version, project, endpoint))
 
 
 def _abort(request: web.Request) -> None:
