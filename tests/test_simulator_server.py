@@ -19,7 +19,8 @@ import requests
 
 import batchrunner.simulator as simulator
 from batchrunner.simulator import MODELS, SimulatorConfig
-from batchrunner.simulator.content import ChatRequest, plan_answer
+from batchrunner.simulator.answers import plan_answer
+from batchrunner.simulator.content import ChatRequest
 from batchrunner.simulator.latency import plan_timing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ def test_public_surface_is_exactly_all() -> None:
     assert len(set(simulator.__all__)) == len(simulator.__all__)
     public = {name for name in dir(simulator) if not name.startswith("_")}
     modules = {"app", "auth", "config", "content", "envelopes", "exchange", "faults", "latency"}
-    modules |= {"models", "quotas", "recorder", "server", "shapes", "annotations"}
+    modules |= {"answers", "models", "quotas", "recorder", "server", "shapes", "annotations"}
     assert public - modules == set(simulator.__all__)
 
 

@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
+from .answers import plan_answer
 from .auth import KeyRing, TokenStore, metadata_route, token_endpoint
 from .config import SimulatorConfig, SimulatorStatistics
-from .content import ModelResolver, parse_request, plan_answer, validate_limits
+from .content import ModelResolver, parse_request, validate_limits
 from .envelopes import ApiError, error_response
 from .exchange import Exchange
 from .faults import ERROR_FAULTS, FaultPicker, fault_error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .content import Plan
+from .answers import Plan
 
 __all__ = ["Exchange"]
 

@@ -11,8 +11,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from .answers import Plan
 from .config import SimulatorConfig
-from .content import Plan
 from .models import FAST_PROFILE, ModelSpec
 
 # The server's default deadline (reference §5.2): longer generations end in a 504.

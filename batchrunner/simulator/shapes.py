@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from .content import ChatRequest, Plan, gemini_visible_text
+from .answers import Plan, gemini_visible_text
+from .content import ChatRequest
 
 
 @dataclass(frozen=True, slots=True)

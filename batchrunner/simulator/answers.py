@@ -1,0 +1,167 @@
+"""Deterministic answers: how long each candidate thinks and answers, and its words.
+
+Pure like request parsing: the same request (its digest) always yields the same plan,
+which the app then serialises per model family.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .content import ChatRequest
+
+__all__ = ["THOUGHT_WORDS", "WORDS", "ChoicePlan", "Plan", "gemini_visible_text", "plan_answer"]
+
+# Gemini 2.5 thinking budgets for reasoning_effort (reference §3.1).
+_GEMINI_EFFORT_BUDGET = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
+_PRO_MIN_BUDGET = 128
+# gpt-oss reasoning length ranges (tokens) per effort.
+_VLLM_EFFORT_RANGE = {
+    "minimal": (20, 120),
+    "low": (40, 250),
+    "medium": (150, 900),
+    "high": (600, 3000),
+}
+
+WORDS: tuple[str, ...] = (
+    "the", "model", "answer", "data", "result", "shows", "that", "a", "clear", "pattern",
+    "emerges", "from", "each", "input", "value", "and", "its", "context", "which", "we",
+    "can", "summarise", "as", "follows", "first", "second", "finally", "because", "this",
+    "means", "overall", "score", "is", "high", "low", "in", "most", "cases", "with", "some",
+    "exceptions", "where", "signal", "noise", "ratio", "drops", "note", "also", "batch",
+    "request", "token", "vertex", "simulated", "response", "text", "reasoning", "step",
+    "check", "count", "sum", "evidence", "suggests", "likely", "correct",
+)  # fmt: skip
+THOUGHT_WORDS: tuple[str, ...] = (
+    "let", "me", "think", "about", "consider", "the", "question", "carefully", "so", "we",
+    "need", "to", "check", "whether", "this", "holds", "maybe", "then", "compute", "step",
+    "by", "answer", "should", "be", "verify", "again", "okay", "user", "wants",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ChoicePlan:
+    """One candidate: its reasoning and answer as token lists, and why it stopped."""
+
+    reasoning: tuple[str, ...]
+    content: tuple[str, ...]
+    finish_reason: str
+
+    def content_text(self) -> str:
+        return "".join(self.content)
+
+    def reasoning_text(self) -> str:
+        return "".join(self.reasoning)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The whole answer, decided before anything is sent."""
+
+    prompt_tokens: int
+    choices: tuple[ChoicePlan, ...]
+    hidden_reasoning: bool  # Gemini: thoughts are not streamed, they delay the first token
+
+    @property
+    def content_tokens(self) -> int:
+        return sum(len(c.content) for c in self.choices)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return sum(len(c.reasoning) for c in self.choices)
+
+
+def _gemini_thinking_budget(request: ChatRequest) -> int | None:
+    """Thinking budget in tokens, -1 for dynamic, or None when the model will not think."""
+    spec = request.spec
+    if spec.thinking == "none":
+        return None
+    budget = request.thinking_budget
+    if budget is None and request.reasoning_effort is not None:
+        budget = _GEMINI_EFFORT_BUDGET[request.reasoning_effort]
+    if spec.thinking == "always":
+        if budget is None or budget < 0:
+            return -1
+        return max(budget, _PRO_MIN_BUDGET)
+    if budget == 0:
+        return None
+    if budget is None:
+        return -1 if spec.thinking == "default" else None
+    return budget
+
+
+def _word_tables(words: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    """256-entry lookup tables (so one random byte picks a word): plain, first, after a stop."""
+    cycled = tuple(words[i % len(words)] for i in range(256))
+    return (
+        tuple(" " + w for w in cycled),
+        tuple(w.capitalize() for w in cycled),
+        tuple(". " + w.capitalize() for w in cycled),
+    )
+
+
+_ANSWER_TABLES = _word_tables(WORDS)
+_THOUGHT_TABLES = _word_tables(THOUGHT_WORDS)
+
+
+def _tokens(rng: random.Random, count: int, tables: tuple[tuple[str, ...], ...]) -> tuple[str, ...]:
+    """``count`` word tokens with a sentence break every 13 words."""
+    if count <= 0:
+        return ()
+    plain, first, stop = tables
+    picks = rng.randbytes(count)
+    out = [plain[b] for b in picks]
+    out[0] = first[picks[0]]
+    for i in range(13, count, 13):
+        out[i] = stop[picks[i]]
+    return tuple(out)
+
+
+def plan_answer(request: ChatRequest) -> Plan:
+    """Decide the answer: lengths from the prompt, caps from max_tokens, texts from the hash."""
+    spec = request.spec
+    limit = request.max_tokens if request.max_tokens is not None else spec.max_output_tokens
+    if spec.family == "vllm":
+        limit = min(limit, max(1, spec.context_window - request.prompt_tokens))
+    choices = []
+    for index in range(request.n):
+        rng = random.Random(request.digest + index)
+        natural_content = 12 + rng.randrange(240) + min(request.prompt_tokens // 6, 800)
+        natural_reasoning = 0
+        if spec.family == "gemini":
+            budget = _gemini_thinking_budget(request)
+            if budget is not None:
+                lo, hi = spec.thinking_range
+                natural_reasoning = rng.randint(lo, hi)
+                if budget >= 0:
+                    natural_reasoning = min(natural_reasoning, budget)
+        elif spec.reasoning:
+            effort = request.reasoning_effort or "medium"
+            natural_reasoning = rng.randint(*_VLLM_EFFORT_RANGE[effort])
+        reasoning = min(natural_reasoning, limit)
+        content = min(natural_content, limit - reasoning)
+        finish = "length" if natural_reasoning + natural_content > limit else "stop"
+        choices.append(
+            ChoicePlan(
+                reasoning=_tokens(rng, reasoning, _THOUGHT_TABLES),
+                content=_tokens(rng, content, _ANSWER_TABLES),
+                finish_reason=finish,
+            )
+        )
+    return Plan(
+        prompt_tokens=request.prompt_tokens,
+        choices=tuple(choices),
+        hidden_reasoning=spec.family == "gemini",
+    )
+
+
+def gemini_visible_text(request: ChatRequest, choice: ChoicePlan) -> str:
+    """Gemini's ``content``: the answer, preceded by a thought summary if asked for."""
+    text = choice.content_text()
+    if request.include_thoughts and choice.reasoning:
+        summary = "".join(choice.reasoning[:40]).strip()
+        marker = request.thought_tag_marker
+        prefix = f"<{marker}>{summary}</{marker}>" if marker else summary + "\n\n"
+        return prefix + text
+    return text
