@@ -24,10 +24,10 @@ to the system, and the next rows faulted it in again, page by page. A 20,000-row
 threshold is fixed too, at the 64 MiB that glibc's own adjustment stops at; the writer
 still hands freed memory back after each part (``malloc_trim``, through Arrow).
 
-Processes that only run batches
-(the command line) call :func:`return_freed_memory` before anything loads pyarrow; a
-library user decides for their process. Like the command, this is an edge of the process,
-so it touches ``os.environ``: Arrow reads its choice from there only.
+Processes that only run batches (the command line) call :func:`return_freed_memory`
+before anything loads pyarrow; a library user decides for their process. Like the
+command, this is an edge of the process, so it touches ``os.environ``: Arrow reads its
+choice from there only.
 """
 
 from __future__ import annotations

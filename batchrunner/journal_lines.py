@@ -1,8 +1,9 @@
 """Decoding the Parquet writer's journal lines into a part's table.
 
 The writer keeps each row of the part being filled as a JSONL line (``schema.result_line``),
-in its journal on disk and in a buffer. A part is decoded from those lines, so it holds
-exactly what the journal held; a journal left by a killed run is sealed the same way.
+in its journal on disk and in memory, as the chunks it wrote. A part is decoded from those
+lines, so it holds exactly what the journal held; a journal left by a killed run is sealed
+the same way.
 """
 
 from __future__ import annotations

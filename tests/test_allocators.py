@@ -87,9 +87,8 @@ def test_the_command_chooses_before_arrow_loads(tmp_path: Path) -> None:
     assert out.split()[-1] == "system"
 
 
-# After a 6 MB block is freed, glibc serves a 1 MB block from its heap (the threshold has
-# risen to 6 MB) unless the threshold is fixed; mallinfo2's hblks counts mapped blocks.
-_MAPPED_AFTER_LARGE_FREE = """
+# glibc's malloc, free and heap statistics (mallinfo2), then the case's {setup} line.
+_MALLOC = """
     import ctypes
 
     class MallInfo2(ctypes.Structure):
@@ -102,12 +101,20 @@ _MAPPED_AFTER_LARGE_FREE = """
     libc.malloc.restype = ctypes.c_void_p
     libc.free.argtypes = [ctypes.c_void_p]
     {setup}
+"""
+
+# After a 6 MB block is freed, glibc serves a 1 MB block from its heap (the threshold has
+# risen to 6 MB) unless the threshold is fixed; mallinfo2's hblks counts mapped blocks.
+_MAPPED_AFTER_LARGE_FREE = (
+    _MALLOC
+    + """
     libc.free(libc.malloc(6 << 20))
     before = libc.mallinfo2().hblks
     block = libc.malloc(1 << 20)
     print(libc.mallinfo2().hblks - before)
     libc.free(block)
 """
+)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
@@ -120,25 +127,16 @@ def test_a_large_block_freed_does_not_keep_later_ones_in_the_heap() -> None:
 # Small blocks freed from the top of the heap: glibc gives them back to the system once the
 # free top passes the trim threshold (128 KiB when only the mmap threshold is fixed), and the
 # next ones are faulted in again; mallinfo2's arena is the heap's size.
-_HEAP_AFTER_FREE = """
-    import ctypes
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = MallInfo2
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
-    {setup}
+_HEAP_AFTER_FREE = (
+    _MALLOC
+    + """
     blocks = [libc.malloc(64 << 10) for _ in range(64)]  # 4 MiB, each below the mmap threshold
     grown = libc.mallinfo2().arena
     for block in reversed(blocks):
         libc.free(block)
     print(grown - libc.mallinfo2().arena >= 2 << 20)
 """
+)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
