@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from batchrunner.report import render, render_summary
     from batchrunner.requests import RequestDefaults
     from batchrunner.result_files import load_results, stats_from_files
+    from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
     from batchrunner.retry import RetryPolicy
     from batchrunner.runner import Runner, RunSummary, run
-    from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result
     from batchrunner.stats import RunStats, StatsSnapshot
     from batchrunner.usage import Usage, normalize_usage
 
@@ -125,9 +125,9 @@ _EXPORTS = {
     "RunSummary": "batchrunner.runner",
     "Runner": "batchrunner.runner",
     "run": "batchrunner.runner",
-    "RESULT_FIELDS": "batchrunner.schema",
-    "RESULT_SCHEMA": "batchrunner.schema",
-    "Result": "batchrunner.schema",
+    "RESULT_FIELDS": "batchrunner.results",
+    "RESULT_SCHEMA": "batchrunner.results",
+    "Result": "batchrunner.results",
     "RunStats": "batchrunner.stats",
     "StatsSnapshot": "batchrunner.stats",
     "Usage": "batchrunner.usage",

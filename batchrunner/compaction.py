@@ -31,7 +31,7 @@ from batchrunner.layout import (
     parts_dir,
     read_part_entries,
 )
-from batchrunner.schema import RESULT_SCHEMA
+from batchrunner.results import RESULT_SCHEMA
 
 __all__ = [
     "COMPRESSION",

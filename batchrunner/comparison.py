@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from batchrunner.distribution import Distribution, distribution
-from batchrunner.schema import Result
+from batchrunner.results import Result
 
 __all__ = ["Comparison", "ComparisonBuilder", "ComparisonEntry"]
 

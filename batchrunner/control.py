@@ -12,7 +12,7 @@ import anyio
 
 from batchrunner.errors import AbortError
 from batchrunner.first_answers import FirstAnswers
-from batchrunner.schema import Result
+from batchrunner.results import Result
 
 __all__ = ["RunControl"]
 

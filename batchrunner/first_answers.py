@@ -7,7 +7,7 @@ once, or a connection error after every retry, which for a large input takes hou
 
 from __future__ import annotations
 
-from batchrunner.schema import Result
+from batchrunner.results import Result
 
 __all__ = ["FIRST_ANSWERS", "FirstAnswers"]
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.json as pa_json
 
 from batchrunner.layout import parse_line
-from batchrunner.schema import RESULT_SCHEMA
+from batchrunner.results import RESULT_SCHEMA
 
 __all__ = ["read_journal", "read_lines"]
 

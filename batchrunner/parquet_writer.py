@@ -27,7 +27,7 @@ from batchrunner.durable import fsync_dir, output_error, remove_quietly, write_a
 from batchrunner.errors import OutputError
 from batchrunner.journal_lines import read_journal, read_lines
 from batchrunner.layout import journal_path, part_path, parts_dir, read_parts_through, scan_parts
-from batchrunner.schema import Result, result_line
+from batchrunner.results import Result, result_line
 
 if TYPE_CHECKING:
     from batchrunner.writers import OutputLock

@@ -22,8 +22,8 @@ from batchrunner.idset import IdSet
 from batchrunner.layout import key_of
 from batchrunner.readers import BadRow, InputRow
 from batchrunner.requests import RequestSpec, RowProblem, row_models
+from batchrunner.results import Result
 from batchrunner.resume import ResumeState
-from batchrunner.schema import Result
 from batchrunner.sender import Sender, now_utc
 from batchrunner.shards import read_shard_rows
 

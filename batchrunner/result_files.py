@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrunner.errors import InputFileError
-from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result
+from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
 from batchrunner.stats import ComparisonBuilder, RunStats, StatsSnapshot
 
 __all__ = ["STATS_COLUMNS", "load_results", "read_run_stats", "stats_from_files"]

@@ -41,9 +41,9 @@ from batchrunner.pricing import PriceTable
 from batchrunner.producer import READ_CHUNK, Producer
 from batchrunner.readers import check_input
 from batchrunner.requests import RequestSpec
+from batchrunner.results import Result
 from batchrunner.resume import ResumeState, check_identity, load_resume_state, run_identity
 from batchrunner.retry import RetryPolicy
-from batchrunner.schema import Result
 from batchrunner.sender import Sender
 from batchrunner.shards import share
 from batchrunner.stats import RunStats, StatsSnapshot

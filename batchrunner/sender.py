@@ -16,8 +16,8 @@ from batchrunner.counters import Counters
 from batchrunner.errors import AbortError, RequestError
 from batchrunner.pricing import PriceTable
 from batchrunner.requests import RequestSpec
+from batchrunner.results import Result
 from batchrunner.retry import RetryPolicy, call_with_retries
-from batchrunner.schema import Result
 from batchrunner.stats import RunStats
 from batchrunner.usage import Usage, normalize_usage
 

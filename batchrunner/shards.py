@@ -40,7 +40,7 @@ from batchrunner.readers import (
     read_rows,
 )
 from batchrunner.result_files import load_results
-from batchrunner.schema import Result
+from batchrunner.results import Result
 from batchrunner.stats import RunStats
 from batchrunner.writers import open_writer
 

@@ -21,7 +21,7 @@ from typing import Any
 from batchrunner.comparison import Comparison, ComparisonBuilder, ComparisonEntry
 from batchrunner.distribution import PERCENTILES, Distribution, distribution
 from batchrunner.quantiles import Quantiles
-from batchrunner.schema import Result
+from batchrunner.results import Result
 
 __all__ = [
     "PERCENTILES",

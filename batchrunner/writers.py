@@ -32,8 +32,8 @@ from batchrunner.durable import (
 from batchrunner.errors import OutputError
 from batchrunner.layout import output_format, parse_line, parts_dir
 from batchrunner.parquet_writer import ParquetWriter
+from batchrunner.results import Result, result_line
 from batchrunner.resume import not_our_output
-from batchrunner.schema import Result, result_line
 
 __all__ = ["ResultWriter", "open_writer"]
 

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from batchrunner.cli import build_parser
-from batchrunner.schema import RESULT_FIELDS
+from batchrunner.results import RESULT_FIELDS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 

@@ -42,7 +42,7 @@ def test_writing_parquet_parts_and_finishing(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     run_without_pandas(
         f"""
-        from batchrunner.schema import Result
+        from batchrunner.results import Result
         from batchrunner.writers import open_writer
 
         writer = open_writer({str(out)!r}, part_rows=10)
@@ -58,7 +58,7 @@ def test_finishing_a_resumed_output_that_holds_a_row_twice(tmp_path: Path) -> No
     out = tmp_path / "out.parquet"
     run_without_pandas(
         f"""
-        from batchrunner.schema import Result
+        from batchrunner.results import Result
         from batchrunner.writers import open_writer
 
         writer = open_writer({str(out)!r}, part_rows=10)
@@ -90,7 +90,7 @@ def test_sorting_a_jsonl_output_by_row(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     run_without_pandas(
         f"""
-        from batchrunner.schema import Result
+        from batchrunner.results import Result
         from batchrunner.writers import open_writer
 
         writer = open_writer({str(out)!r})

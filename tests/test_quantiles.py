@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from batchrunner.quantiles import EXACT_MAX, RELATIVE_ACCURACY, Quantiles
-from batchrunner.schema import Result
+from batchrunner.results import Result
 from batchrunner.stats import PERCENTILES, Distribution, RunStats, distribution
 
 QS = [*PERCENTILES, *(i / 100 for i in range(101))]

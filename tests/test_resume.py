@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import ConfigError, OutputError
+from batchrunner.results import RESULT_SCHEMA, Result
 from batchrunner.resume import (
     ResumeState,
     RunIdentity,
@@ -18,7 +19,6 @@ from batchrunner.resume import (
     key_of,
     load_resume_state,
 )
-from batchrunner.schema import RESULT_SCHEMA, Result
 from batchrunner.writers import open_writer
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from batchrunner import writers
 from batchrunner.errors import ConfigError, OutputError
+from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
 from batchrunner.resume import load_resume_state
-from batchrunner.schema import RESULT_FIELDS, RESULT_SCHEMA, Result
 from batchrunner.writers import open_writer
 
 FORMATS = ["jsonl", "parquet"]
@@ -153,7 +153,7 @@ def test_jsonl_unterminated_but_parseable_last_line_is_resent_not_kept(tmp_path:
 
 KILLED_RUN = """
 import os, signal, sys
-from batchrunner.schema import Result
+from batchrunner.results import Result
 from batchrunner.writers import open_writer
 
 writer = open_writer(sys.argv[1], part_rows=4)
@@ -201,7 +201,7 @@ def test_kill_9_then_resume_ends_with_each_row_exactly_once(tmp_path: Path, fmt:
 
 ENDLESS_RUN = """
 import os, sys
-from batchrunner.schema import Result
+from batchrunner.results import Result
 from batchrunner.writers import open_writer
 
 writer = open_writer(sys.argv[1], part_rows=7)  # parts and journals alternate; no checkpoint
