@@ -30,11 +30,11 @@ if TYPE_CHECKING:
         RequestError,
         UsageError,
     )
+    from batchrunner.input.bodies import RequestDefaults
+    from batchrunner.input.readers import InputFields
     from batchrunner.limits import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
     from batchrunner.pricing import Price, PriceTable
-    from batchrunner.readers import InputFields
     from batchrunner.report import render, render_summary
-    from batchrunner.requests import RequestDefaults
     from batchrunner.result_files import load_results, stats_from_files
     from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
     from batchrunner.retry import RetryPolicy
@@ -115,10 +115,10 @@ _EXPORTS = {
     "TokenEstimate": "batchrunner.limits",
     "Price": "batchrunner.pricing",
     "PriceTable": "batchrunner.pricing",
-    "InputFields": "batchrunner.readers",
+    "InputFields": "batchrunner.input.readers",
     "render": "batchrunner.report",
     "render_summary": "batchrunner.report",
-    "RequestDefaults": "batchrunner.requests",
+    "RequestDefaults": "batchrunner.input.bodies",
     "load_results": "batchrunner.result_files",
     "stats_from_files": "batchrunner.result_files",
     "RetryPolicy": "batchrunner.retry",

@@ -64,7 +64,7 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 
 
 def _cmd_merge(ns: argparse.Namespace) -> int:
-    from batchrunner.shards import merge_shards
+    from batchrunner.input.shards import merge_shards
 
     setup_logging(0)
     merged = merge_shards(ns.output, count=ns.shards, ordered=ns.ordered)

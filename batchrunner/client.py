@@ -17,7 +17,7 @@ import orjson
 from batchrunner.auth import Authenticator, AuthHeaders
 from batchrunner.classify import error_from_response, truncated_stream_error
 from batchrunner.errors import AuthError, RequestError
-from batchrunner.requests import RequestSpec
+from batchrunner.input.bodies import RequestSpec
 from batchrunner.wire import Wire, WireResponse
 
 _HEADERS = {"Content-Type": "application/json", "User-Agent": "batchrunner"}

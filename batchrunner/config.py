@@ -18,8 +18,8 @@ from typing import Any
 
 from batchrunner.auth import AuthConfig, Secret
 from batchrunner.errors import ConfigError
-from batchrunner.readers import InputFields, InputRow
-from batchrunner.requests import RequestDefaults, RequestSpec, build_requests
+from batchrunner.input.bodies import RequestDefaults, RequestSpec, build_requests
+from batchrunner.input.readers import InputFields, InputRow
 
 DEFAULT_MODEL = "google/gemini-2.5-flash"
 
@@ -241,7 +241,7 @@ def build_config(
         values["base_url"] = env["OPENAI_BASE_URL"]
     shard = _shard(merged.get("shard"), merged.get("shard_count"), env)
     if shard is not None:
-        from batchrunner.shards import shard_path
+        from batchrunner.input.shards import shard_path
 
         values["shard"] = shard
         values["output"] = shard_path(values["output"], *shard)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from batchrunner.config import RunConfig
+from batchrunner.input.bodies import RowProblem
+from batchrunner.input.readers import BadRow
+from batchrunner.input.shards import read_shard_rows
 from batchrunner.pricing import PriceTable
-from batchrunner.readers import BadRow
-from batchrunner.requests import RowProblem
-from batchrunner.shards import read_shard_rows
 from batchrunner.usage import Usage
 
 ASSUMED_OUTPUT_TOKENS = 256

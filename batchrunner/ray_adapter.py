@@ -1,6 +1,6 @@
 """Running one job's shards on a Ray cluster (``pip install 'batchrunner[ray]'``).
 
-:func:`run_on_ray` plans the input's shards (``batchrunner.shards``), hands them to a Ray
+:func:`run_on_ray` plans the input's shards (``batchrunner.input.shards``), hands them to a Ray
 Data actor pool (``from_items(plans).map_batches(ShardRunner, batch_size=1)``) in which
 every actor builds its own HTTP client and token refresher and runs the normal ``Runner`` on
 one shard at a time, with admission by one job-wide limiter actor
@@ -34,13 +34,19 @@ from batchrunner.auth import Secret
 from batchrunner.config import RunConfig
 from batchrunner.errors import AbortError, BatchRunnerError, ConfigError
 from batchrunner.gctune import collect_less_often
+from batchrunner.input.readers import check_input
+from batchrunner.input.shards import (
+    find_shards,
+    merge_run_stats,
+    merge_shards,
+    plan_shards,
+    shard_path,
+)
 from batchrunner.limits import LimitConfig
 from batchrunner.ray_limiter import RayLimiter, start_limiter
-from batchrunner.readers import check_input
 from batchrunner.result_files import read_run_stats
 from batchrunner.resume import load_resume_state
 from batchrunner.runner import Runner, RunSummary
-from batchrunner.shards import find_shards, merge_run_stats, merge_shards, plan_shards, shard_path
 from batchrunner.stats import RunStats
 
 __all__ = ["ShardRunner", "run_on_ray"]

@@ -36,16 +36,16 @@ from batchrunner.errors import (
     OutputError,
 )
 from batchrunner.handoff import ResultBuffer, WorkQueue
+from batchrunner.input.bodies import RequestSpec
+from batchrunner.input.readers import check_input
+from batchrunner.input.shards import share
 from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
 from batchrunner.producer import READ_CHUNK, Producer
-from batchrunner.readers import check_input
-from batchrunner.requests import RequestSpec
 from batchrunner.results import Result
 from batchrunner.resume import ResumeState, check_identity, load_resume_state, run_identity
 from batchrunner.retry import RetryPolicy
 from batchrunner.sender import Sender
-from batchrunner.shards import share
 from batchrunner.stats import RunStats, StatsSnapshot
 from batchrunner.wire import AiohttpWire, HttpxWire, Wire
 from batchrunner.writers import ResultWriter, open_writer

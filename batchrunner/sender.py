@@ -14,8 +14,8 @@ from batchrunner.classify import error_from_exception
 from batchrunner.client import Answer, ChatClient
 from batchrunner.counters import Counters
 from batchrunner.errors import AbortError, RequestError
+from batchrunner.input.bodies import RequestSpec
 from batchrunner.pricing import PriceTable
-from batchrunner.requests import RequestSpec
 from batchrunner.results import Result
 from batchrunner.retry import RetryPolicy, call_with_retries
 from batchrunner.stats import RunStats

@@ -9,7 +9,7 @@ import pytest
 
 from batchrunner.client import ChatClient
 from batchrunner.errors import AuthError, RequestError
-from batchrunner.requests import RequestSpec
+from batchrunner.input.bodies import RequestSpec
 from batchrunner.wire import HttpxWire
 from tests.conftest import RotatingAuth
 

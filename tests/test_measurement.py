@@ -20,9 +20,9 @@ import pytest
 from batchrunner.auth import Secret, StaticAuthenticator
 from batchrunner.cli import main as cli_main
 from batchrunner.config import RunConfig
+from batchrunner.input.bodies import RequestDefaults
 from batchrunner.limits import LimitConfig, LocalLimiter
 from batchrunner.pricing import PriceTable
-from batchrunner.requests import RequestDefaults
 from batchrunner.retry import RetryPolicy
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator

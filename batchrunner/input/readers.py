@@ -49,7 +49,7 @@ class RowSelection:
     """Which records to read, by 0-based record index: a contiguous range, every ``step``-th.
 
     A record is selected when ``start <= index < stop`` (``stop=None``: to the end) and
-    ``index % step == offset``. Shards are built from these (``batchrunner.shards``).
+    ``index % step == offset``. Shards are built from these (``batchrunner.input.shards``).
     """
 
     start: int = 0

@@ -29,8 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrunner.errors import ConfigError, InputFileError
-from batchrunner.layout import manifest_path
-from batchrunner.readers import (
+from batchrunner.input.readers import (
     BadRow,
     InputFields,
     InputRow,
@@ -39,6 +38,7 @@ from batchrunner.readers import (
     input_format,
     read_rows,
 )
+from batchrunner.layout import manifest_path
 from batchrunner.result_files import load_results
 from batchrunner.results import Result
 from batchrunner.stats import RunStats

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from batchrunner.readers import InputFields, InputRow
+from batchrunner.input.readers import InputFields, InputRow
 
 # OpenAI request parameters recognised as top-level input columns. Anything else at the top
 # level is row metadata (labels, categories) and is not sent; put it under `params` to send it.

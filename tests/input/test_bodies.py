@@ -5,8 +5,8 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrunner.readers import InputFields, InputRow
-from batchrunner.requests import RequestDefaults, RowProblem, build_requests
+from batchrunner.input.bodies import RequestDefaults, RowProblem, build_requests
+from batchrunner.input.readers import InputFields, InputRow
 
 
 def _row(record: dict[str, Any]) -> InputRow:

@@ -15,9 +15,8 @@ import pytest
 
 from batchrunner.config import build_config
 from batchrunner.errors import ConfigError
-from batchrunner.readers import InputFields, RowSelection, read_rows
-from batchrunner.report import load_results
-from batchrunner.shards import (
+from batchrunner.input.readers import InputFields, RowSelection, read_rows
+from batchrunner.input.shards import (
     find_shards,
     merge_shards,
     plan_shard,
@@ -26,6 +25,7 @@ from batchrunner.shards import (
     shard_path,
     share,
 )
+from batchrunner.report import load_results
 from batchrunner.simulator import SimulatorConfig, start_simulator_thread
 
 TOKEN = "shard-test-token"
