@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchrunner.auth import AuthConfig, Authenticator, Secret, build_authenticator
+    from batchrunner.auth.tokens import AuthConfig, Authenticator, Secret, build_authenticator
     from batchrunner.config import RunConfig, SimulateOptions, build_config, load_job_file
     from batchrunner.endpoint import VertexTarget
     from batchrunner.errors import (
@@ -91,10 +91,10 @@ __all__ = [
 ]
 
 _EXPORTS = {
-    "AuthConfig": "batchrunner.auth",
-    "Authenticator": "batchrunner.auth",
-    "Secret": "batchrunner.auth",
-    "build_authenticator": "batchrunner.auth",
+    "AuthConfig": "batchrunner.auth.tokens",
+    "Authenticator": "batchrunner.auth.tokens",
+    "Secret": "batchrunner.auth.tokens",
+    "build_authenticator": "batchrunner.auth.tokens",
     "RunConfig": "batchrunner.config",
     "SimulateOptions": "batchrunner.config",
     "build_config": "batchrunner.config",

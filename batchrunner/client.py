@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from batchrunner.auth import Authenticator, AuthHeaders
+from batchrunner.auth.tokens import Authenticator, AuthHeaders
 from batchrunner.classify import error_from_response, truncated_stream_error
 from batchrunner.errors import AuthError, RequestError
 from batchrunner.input.bodies import RequestSpec

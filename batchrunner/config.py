@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from batchrunner.auth import AuthConfig, Secret
+from batchrunner.auth.tokens import AuthConfig, Secret
 from batchrunner.errors import ConfigError
 from batchrunner.input.bodies import RequestDefaults, RequestSpec, build_requests
 from batchrunner.input.readers import InputFields, InputRow

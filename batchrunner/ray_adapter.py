@@ -30,7 +30,7 @@ import numpy as np
 import ray
 import ray.data
 
-from batchrunner.auth import Secret
+from batchrunner.auth.tokens import Secret
 from batchrunner.config import RunConfig
 from batchrunner.errors import AbortError, BatchRunnerError, ConfigError
 from batchrunner.gctune import collect_less_often

@@ -23,7 +23,7 @@ import anyio
 import anyio.abc
 import httpx
 
-from batchrunner.auth import AuthConfig, Authenticator, build_authenticator
+from batchrunner.auth.tokens import AuthConfig, Authenticator, build_authenticator
 from batchrunner.client import ChatClient
 from batchrunner.config import RunConfig
 from batchrunner.control import RunControl

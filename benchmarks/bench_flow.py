@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # runnable from a checkout without installing
 
-from batchrunner.auth import Secret, StaticAuthenticator  # noqa: E402
+from batchrunner.auth.tokens import Secret, StaticAuthenticator  # noqa: E402
 from batchrunner.config import RunConfig  # noqa: E402
 from batchrunner.retry import RetryPolicy  # noqa: E402
 from batchrunner.runner import Runner  # noqa: E402

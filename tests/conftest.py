@@ -9,7 +9,7 @@ import anyio.abc
 import anyio.lowlevel
 import pytest
 
-from batchrunner.auth import AuthHeaders
+from batchrunner.auth.tokens import AuthHeaders
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrunner.auth import Secret, StaticAuthenticator
+from batchrunner.auth.tokens import Secret, StaticAuthenticator
 from batchrunner.cli import main as cli_main
 from batchrunner.config import RunConfig
 from batchrunner.input.bodies import RequestDefaults

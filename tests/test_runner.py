@@ -13,7 +13,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner.auth import Secret, StaticAuthenticator
+from batchrunner.auth.tokens import Secret, StaticAuthenticator
 from batchrunner.config import RunConfig
 from batchrunner.errors import AbortError
 from batchrunner.first_answers import FIRST_ANSWERS

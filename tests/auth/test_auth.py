@@ -1,4 +1,4 @@
-"""Tests for batchrunner.auth: token renewal timing, single-flight refresh, failures, and
+"""Tests for batchrunner.auth.tokens: token renewal timing, single-flight refresh, failures, and
 keeping tokens out of logs, reprs and errors; then real google-auth against the simulator."""
 
 from __future__ import annotations
@@ -18,8 +18,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from batchrunner import auth, credentials, refresh_failures
-from batchrunner.auth import (
+from batchrunner.auth import credentials
+from batchrunner.auth import refresh as refresh_failures
+from batchrunner.auth import tokens as auth
+from batchrunner.auth.secret import Secret
+from batchrunner.auth.tokens import (
     AuthConfig,
     AuthHeaders,
     RefreshingAuthenticator,
@@ -27,7 +30,6 @@ from batchrunner.auth import (
     build_authenticator,
 )
 from batchrunner.errors import AuthError, ConfigError
-from batchrunner.secret import Secret
 from batchrunner.simulator import SimulatorConfig, open_simulator
 
 SECRET_MARK = "SuperSecretTokenValue"

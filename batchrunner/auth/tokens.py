@@ -23,19 +23,19 @@ import google.auth
 import google.auth.exceptions
 import google.auth.transport.requests
 
-from batchrunner.credentials import (
+from batchrunner.auth.credentials import (
     RefreshableCredentials,
     load_adc,
     load_credentials_file,
 )
-from batchrunner.errors import AuthError, ConfigError
-from batchrunner.refresh_failures import (
+from batchrunner.auth.refresh import (
     REFRESH_ERRORS,
     UnusableTokenError,
     backoff,
     summarize,
 )
-from batchrunner.secret import Secret
+from batchrunner.auth.secret import Secret
+from batchrunner.errors import AuthError, ConfigError
 
 __all__ = [
     "AuthConfig",
