@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     )
     from batchrunner.input.bodies import RequestDefaults
     from batchrunner.input.readers import InputFields
-    from batchrunner.limits import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
+    from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
     from batchrunner.pricing import Price, PriceTable
     from batchrunner.report import render, render_summary
     from batchrunner.result_files import load_results, stats_from_files
@@ -108,11 +108,11 @@ _EXPORTS = {
     "OutputError": "batchrunner.errors",
     "RequestError": "batchrunner.errors",
     "UsageError": "batchrunner.errors",
-    "LimitConfig": "batchrunner.limits",
-    "Limiter": "batchrunner.limits",
-    "LocalLimiter": "batchrunner.limits",
-    "Outcome": "batchrunner.limits",
-    "TokenEstimate": "batchrunner.limits",
+    "LimitConfig": "batchrunner.limits.local",
+    "Limiter": "batchrunner.limits.local",
+    "LocalLimiter": "batchrunner.limits.local",
+    "Outcome": "batchrunner.limits.local",
+    "TokenEstimate": "batchrunner.limits.local",
     "Price": "batchrunner.pricing",
     "PriceTable": "batchrunner.pricing",
     "InputFields": "batchrunner.input.readers",

@@ -4,7 +4,7 @@
 Data actor pool (``from_items(plans).map_batches(ShardRunner, batch_size=1)``) in which
 every actor builds its own HTTP client and token refresher and runs the normal ``Runner`` on
 one shard at a time, with admission by one job-wide limiter actor
-(``batchrunner.ray_limiter``). Each shard writes its own durable file, exactly as
+(``batchrunner.limits.ray``). Each shard writes its own durable file, exactly as
 ``--shard I/N`` does; when every shard has finished, they are merged into OUTPUT and the
 job's summary is read back from it. A shard whose actor dies is retried by Ray on the
 restarted actor, before any other shard, and resumes from what it committed.
@@ -42,8 +42,8 @@ from batchrunner.input.shards import (
     plan_shards,
     shard_path,
 )
-from batchrunner.limits import LimitConfig
-from batchrunner.ray_limiter import RayLimiter, start_limiter
+from batchrunner.limits.local import LimitConfig
+from batchrunner.limits.ray import RayLimiter, start_limiter
 from batchrunner.result_files import read_run_stats
 from batchrunner.resume import load_resume_state
 from batchrunner.runner import Runner, RunSummary

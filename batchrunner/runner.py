@@ -39,7 +39,7 @@ from batchrunner.handoff import ResultBuffer, WorkQueue
 from batchrunner.input.bodies import RequestSpec
 from batchrunner.input.readers import check_input
 from batchrunner.input.shards import share
-from batchrunner.limits import LimitConfig, Limiter, LocalLimiter
+from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
 from batchrunner.pricing import PriceTable
 from batchrunner.producer import READ_CHUNK, Producer
 from batchrunner.results import Result

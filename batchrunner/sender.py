@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from batchrunner.admission import Limiter, Outcome, TokenEstimate
 from batchrunner.classify import error_from_exception
 from batchrunner.client import Answer, ChatClient
 from batchrunner.counters import Counters
 from batchrunner.errors import AbortError, RequestError
 from batchrunner.input.bodies import RequestSpec
+from batchrunner.limits.seam import Limiter, Outcome, TokenEstimate
 from batchrunner.pricing import PriceTable
 from batchrunner.results import Result
 from batchrunner.retry import RetryPolicy, call_with_retries

@@ -21,7 +21,7 @@ from batchrunner.auth.tokens import Secret, StaticAuthenticator
 from batchrunner.cli import main as cli_main
 from batchrunner.config import RunConfig
 from batchrunner.input.bodies import RequestDefaults
-from batchrunner.limits import LimitConfig, LocalLimiter
+from batchrunner.limits.local import LimitConfig, LocalLimiter
 from batchrunner.pricing import PriceTable
 from batchrunner.retry import RetryPolicy
 from batchrunner.runner import Runner, RunSummary

@@ -18,7 +18,7 @@ from batchrunner.config import RunConfig
 from batchrunner.errors import AbortError
 from batchrunner.first_answers import FIRST_ANSWERS
 from batchrunner.input.bodies import RequestDefaults
-from batchrunner.limits import LimitConfig, LocalLimiter
+from batchrunner.limits.local import LimitConfig, LocalLimiter
 from batchrunner.retry import RetryPolicy
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator

@@ -3,7 +3,7 @@
 :class:`LimiterService` runs as a Ray async actor and wraps a :class:`LocalLimiter`, so the
 whole job shares one set of GCRA buckets, one rate learned from quota 429s (AIMD) and one
 concurrency window. :class:`RayLimiter` is the client each worker hands its ``Runner``: it
-implements the :class:`~batchrunner.limits.Limiter` protocol with one actor call per
+implements the :class:`~batchrunner.limits.local.Limiter` protocol with one actor call per
 admission and a fire-and-forget call per release.
 
 Permits are held per *owner* (a shard). A worker that dies holding permits cannot give them
@@ -23,9 +23,9 @@ from typing import Any
 
 import ray
 
-from batchrunner.admission import LimitConfig, LimiterStatistics, Outcome, Permit, TokenEstimate
 from batchrunner.errors import AbortError
-from batchrunner.limits import LocalLimiter
+from batchrunner.limits.local import LocalLimiter
+from batchrunner.limits.seam import LimitConfig, LimiterStatistics, Outcome, Permit, TokenEstimate
 
 __all__ = ["LimiterService", "RayLimiter", "start_limiter"]
 
@@ -114,7 +114,7 @@ def start_limiter(
 
 
 class RayLimiter:
-    """The :class:`~batchrunner.limits.Limiter` a worker uses: admission by the shared actor."""
+    """The :class:`~batchrunner.limits.seam.Limiter` a worker uses: the shared actor admits."""
 
     def __init__(self, service: Any, owner: str) -> None:
         self._service = service

@@ -1,7 +1,7 @@
 """Admission control per model: request and token rate limits plus adaptive concurrency.
 
 Every request asks a :class:`Limiter` for a :class:`Permit` before it is sent and hands it
-back with an :class:`Outcome` (``batchrunner.admission``, re-exported here).
+back with an :class:`Outcome` (``batchrunner.limits.seam``, re-exported here).
 :class:`LocalLimiter` enforces RPM/TPM limits as GCRA
 buckets holding about a second's worth of burst, learns a request rate from quota 429s
 (an AIMD rate, paced so requests are spread evenly, below any configured RPM), bounds
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.lowlevel
 
-from batchrunner.admission import (
+from batchrunner.limits.pacing import Bucket, Meter, Pace
+from batchrunner.limits.seam import (
     LimitConfig,
     Limiter,
     LimiterStatistics,
@@ -32,7 +33,6 @@ from batchrunner.admission import (
     Permit,
     TokenEstimate,
 )
-from batchrunner.pacing import Bucket, Meter, Pace
 
 __all__ = [
     "LimitConfig",

@@ -11,7 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchrunner.limits import LimitConfig, LocalLimiter, Outcome, Permit, TokenEstimate
+from batchrunner.limits.local import LimitConfig, LocalLimiter, Outcome, Permit, TokenEstimate
 from tests.conftest import FakeClock
 
 SMALL = TokenEstimate(10, 10)

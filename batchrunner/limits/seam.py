@@ -3,8 +3,8 @@
 A request asks a :class:`Limiter` for a :class:`Permit` with its :class:`TokenEstimate`,
 and hands the permit back with an :class:`Outcome`. :class:`LimitConfig` holds one
 model's limits; the statistics classes are snapshots of a limiter's state. The local
-limiter (``batchrunner.limits``) and the one shared between processes
-(``batchrunner.ray_limiter``) both speak this vocabulary.
+limiter (``batchrunner.limits.local``) and the one shared between processes
+(``batchrunner.limits.ray``) both speak this vocabulary.
 """
 
 from __future__ import annotations
