@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from batchrunner.auth.tokens import AuthConfig, Authenticator, Secret, build_authenticator
     from batchrunner.config import RunConfig, SimulateOptions, build_config, load_job_file
-    from batchrunner.endpoint import VertexTarget
+    from batchrunner.endpoint.retry import RetryPolicy
+    from batchrunner.endpoint.urls import VertexTarget
+    from batchrunner.endpoint.usage import Usage, normalize_usage
     from batchrunner.errors import (
         AbortError,
         AuthError,
@@ -37,10 +39,8 @@ if TYPE_CHECKING:
     from batchrunner.report import render, render_summary
     from batchrunner.result_files import load_results, stats_from_files
     from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
-    from batchrunner.retry import RetryPolicy
     from batchrunner.runner import Runner, RunSummary, run
     from batchrunner.stats import RunStats, StatsSnapshot
-    from batchrunner.usage import Usage, normalize_usage
 
 __version__ = "0.1.0"
 
@@ -99,7 +99,7 @@ _EXPORTS = {
     "SimulateOptions": "batchrunner.config",
     "build_config": "batchrunner.config",
     "load_job_file": "batchrunner.config",
-    "VertexTarget": "batchrunner.endpoint",
+    "VertexTarget": "batchrunner.endpoint.urls",
     "AbortError": "batchrunner.errors",
     "AuthError": "batchrunner.errors",
     "BatchRunnerError": "batchrunner.errors",
@@ -121,7 +121,7 @@ _EXPORTS = {
     "RequestDefaults": "batchrunner.input.bodies",
     "load_results": "batchrunner.result_files",
     "stats_from_files": "batchrunner.result_files",
-    "RetryPolicy": "batchrunner.retry",
+    "RetryPolicy": "batchrunner.endpoint.retry",
     "RunSummary": "batchrunner.runner",
     "Runner": "batchrunner.runner",
     "run": "batchrunner.runner",
@@ -130,8 +130,8 @@ _EXPORTS = {
     "Result": "batchrunner.results",
     "RunStats": "batchrunner.stats",
     "StatsSnapshot": "batchrunner.stats",
-    "Usage": "batchrunner.usage",
-    "normalize_usage": "batchrunner.usage",
+    "Usage": "batchrunner.endpoint.usage",
+    "normalize_usage": "batchrunner.endpoint.usage",
 }
 
 

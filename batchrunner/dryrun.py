@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from batchrunner.config import RunConfig
+from batchrunner.endpoint.usage import Usage
 from batchrunner.input.bodies import RowProblem
 from batchrunner.input.readers import BadRow
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.pricing import PriceTable
-from batchrunner.usage import Usage
 
 ASSUMED_OUTPUT_TOKENS = 256
 

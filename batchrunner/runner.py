@@ -24,11 +24,13 @@ import anyio.abc
 import httpx
 
 from batchrunner.auth.tokens import AuthConfig, Authenticator, build_authenticator
-from batchrunner.client import ChatClient
 from batchrunner.config import RunConfig
 from batchrunner.control import RunControl
 from batchrunner.counters import Counters
-from batchrunner.endpoint import VertexTarget, chat_completions_url
+from batchrunner.endpoint.client import ChatClient
+from batchrunner.endpoint.retry import RetryPolicy
+from batchrunner.endpoint.urls import VertexTarget, chat_completions_url
+from batchrunner.endpoint.wire import AiohttpWire, HttpxWire, Wire
 from batchrunner.errors import (
     AbortError,
     BatchRunnerError,
@@ -44,10 +46,8 @@ from batchrunner.pricing import PriceTable
 from batchrunner.producer import READ_CHUNK, Producer
 from batchrunner.results import Result
 from batchrunner.resume import ResumeState, check_identity, load_resume_state, run_identity
-from batchrunner.retry import RetryPolicy
 from batchrunner.sender import Sender
 from batchrunner.stats import RunStats, StatsSnapshot
-from batchrunner.wire import AiohttpWire, HttpxWire, Wire
 from batchrunner.writers import ResultWriter, open_writer
 
 logger = logging.getLogger(__name__)

@@ -9,17 +9,17 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from batchrunner.classify import error_from_exception
-from batchrunner.client import Answer, ChatClient
 from batchrunner.counters import Counters
+from batchrunner.endpoint.client import Answer, ChatClient
+from batchrunner.endpoint.http_errors import error_from_exception
+from batchrunner.endpoint.retry import RetryPolicy, call_with_retries
+from batchrunner.endpoint.usage import Usage, normalize_usage
 from batchrunner.errors import AbortError, RequestError
 from batchrunner.input.bodies import RequestSpec
 from batchrunner.limits.seam import Limiter, Outcome, TokenEstimate
 from batchrunner.pricing import PriceTable
 from batchrunner.results import Result
-from batchrunner.retry import RetryPolicy, call_with_retries
 from batchrunner.stats import RunStats
-from batchrunner.usage import Usage, normalize_usage
 
 logger = logging.getLogger(__name__)
 

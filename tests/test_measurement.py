@@ -20,10 +20,10 @@ import pytest
 from batchrunner.auth.tokens import Secret, StaticAuthenticator
 from batchrunner.cli import main as cli_main
 from batchrunner.config import RunConfig
+from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.input.bodies import RequestDefaults
 from batchrunner.limits.local import LimitConfig, LocalLimiter
 from batchrunner.pricing import PriceTable
-from batchrunner.retry import RetryPolicy
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
 

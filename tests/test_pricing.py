@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from batchrunner.endpoint.usage import Usage, normalize_usage
 from batchrunner.errors import ConfigError
 from batchrunner.pricing import Price, PriceTable
-from batchrunner.usage import Usage, normalize_usage
 
 REFERENCE_MODELS = (
     "gemini-2.5-pro",

@@ -15,11 +15,11 @@ import pytest
 
 from batchrunner.auth.tokens import Secret, StaticAuthenticator
 from batchrunner.config import RunConfig
+from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.errors import AbortError
 from batchrunner.first_answers import FIRST_ANSWERS
 from batchrunner.input.bodies import RequestDefaults
 from batchrunner.limits.local import LimitConfig, LocalLimiter
-from batchrunner.retry import RetryPolicy
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
 

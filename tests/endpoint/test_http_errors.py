@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from batchrunner.classify import (
+from batchrunner.endpoint.http_errors import (
     MAX_MESSAGE_CHARS,
     error_from_exception,
     error_from_response,

@@ -10,8 +10,8 @@ import anyio
 import pytest
 from aiohttp import web
 
+from batchrunner.endpoint.wire import AiohttpWire
 from batchrunner.errors import RequestError
-from batchrunner.wire import AiohttpWire
 
 pytestmark = pytest.mark.anyio
 

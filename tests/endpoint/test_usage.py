@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from batchrunner.usage import Usage, model_family, normalize_usage
+from batchrunner.endpoint.usage import Usage, model_family, normalize_usage
 
 GEMINI_RAW: dict[str, Any] = {
     "completion_tokens": 566,

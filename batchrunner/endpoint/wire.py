@@ -19,7 +19,7 @@ import anyio
 import httpx
 from aiohttp.payload import BytesPayload
 
-from batchrunner.classify import error_from_exception
+from batchrunner.endpoint.http_errors import error_from_exception
 from batchrunner.errors import RequestError
 
 

@@ -8,8 +8,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from batchrunner.endpoint.retry import RetryPolicy, call_with_retries
 from batchrunner.errors import RequestError
-from batchrunner.retry import RetryPolicy, call_with_retries
 from tests.conftest import FakeClock
 
 

@@ -7,10 +7,10 @@ import httpx
 import orjson
 import pytest
 
-from batchrunner.client import ChatClient
+from batchrunner.endpoint.client import ChatClient
+from batchrunner.endpoint.wire import HttpxWire
 from batchrunner.errors import AuthError, RequestError
 from batchrunner.input.bodies import RequestSpec
-from batchrunner.wire import HttpxWire
 from tests.conftest import RotatingAuth
 
 pytestmark = pytest.mark.anyio

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchrunner.endpoint import VertexTarget, chat_completions_url, vertex_host
+from batchrunner.endpoint.urls import VertexTarget, chat_completions_url, vertex_host
 from batchrunner.errors import ConfigError
 
 
