@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     from batchrunner.input.bodies import RequestDefaults
     from batchrunner.input.readers import InputFields
     from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
+    from batchrunner.output.read import load_results, stats_from_files
     from batchrunner.pricing import Price, PriceTable
     from batchrunner.report import render, render_summary
-    from batchrunner.result_files import load_results, stats_from_files
     from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
     from batchrunner.runner import Runner, RunSummary, run
     from batchrunner.stats import RunStats, StatsSnapshot
@@ -119,8 +119,8 @@ _EXPORTS = {
     "render": "batchrunner.report",
     "render_summary": "batchrunner.report",
     "RequestDefaults": "batchrunner.input.bodies",
-    "load_results": "batchrunner.result_files",
-    "stats_from_files": "batchrunner.result_files",
+    "load_results": "batchrunner.output.read",
+    "stats_from_files": "batchrunner.output.read",
     "RetryPolicy": "batchrunner.endpoint.retry",
     "RunSummary": "batchrunner.runner",
     "Runner": "batchrunner.runner",

@@ -330,7 +330,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def _where_results_are(output: Path, *, finished: bool) -> str:
     """Where to look: a Parquet run that stopped early keeps its new rows in parts."""
-    from batchrunner.layout import parts_dir
+    from batchrunner.output.ondisk import parts_dir
 
     parts = parts_dir(output)
     if finished or not parts.is_dir():

@@ -18,13 +18,13 @@ import anyio
 from batchrunner.config import RunConfig
 from batchrunner.counters import Counters
 from batchrunner.handoff import ResultBuffer, WorkQueue
-from batchrunner.idset import IdSet
 from batchrunner.input.bodies import RequestSpec, RowProblem, row_models
 from batchrunner.input.readers import BadRow, InputRow
 from batchrunner.input.shards import read_shard_rows
-from batchrunner.layout import key_of
+from batchrunner.output.idset import IdSet
+from batchrunner.output.ondisk import key_of
+from batchrunner.output.resume import ResumeState
 from batchrunner.results import Result
-from batchrunner.resume import ResumeState
 from batchrunner.sender import Sender, now_utc
 
 __all__ = ["Producer"]

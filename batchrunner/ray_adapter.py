@@ -44,8 +44,8 @@ from batchrunner.input.shards import (
 )
 from batchrunner.limits.local import LimitConfig
 from batchrunner.limits.ray import RayLimiter, start_limiter
-from batchrunner.result_files import read_run_stats
-from batchrunner.resume import load_resume_state
+from batchrunner.output.read import read_run_stats
+from batchrunner.output.resume import load_resume_state
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.stats import RunStats
 

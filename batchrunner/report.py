@@ -1,7 +1,7 @@
 """Rendering statistics as text, Markdown, JSON or HTML.
 
 :func:`render` and :func:`render_summary` turn a :class:`StatsSnapshot` into a string;
-``load_results`` and ``stats_from_files`` (from ``batchrunner.result_files``, re-exported
+``load_results`` and ``stats_from_files`` (from ``batchrunner.output.read``, re-exported
 here) read result files and aggregate them.
 The text report, the Markdown report, the HTML tables and the end-of-run summary are all
 drawn from the same :func:`sections`.
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from batchrunner.result_files import load_results, stats_from_files
+from batchrunner.output.read import load_results, stats_from_files
 from batchrunner.stats import (
     Comparison,
     Distribution,

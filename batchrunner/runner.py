@@ -42,13 +42,13 @@ from batchrunner.input.bodies import RequestSpec
 from batchrunner.input.readers import check_input
 from batchrunner.input.shards import share
 from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
+from batchrunner.output.resume import ResumeState, check_identity, load_resume_state, run_identity
+from batchrunner.output.writers import ResultWriter, open_writer
 from batchrunner.pricing import PriceTable
 from batchrunner.producer import READ_CHUNK, Producer
 from batchrunner.results import Result
-from batchrunner.resume import ResumeState, check_identity, load_resume_state, run_identity
 from batchrunner.sender import Sender
 from batchrunner.stats import RunStats, StatsSnapshot
-from batchrunner.writers import ResultWriter, open_writer
 
 logger = logging.getLogger(__name__)
 

@@ -330,7 +330,7 @@ async def test_full_disk_aborts_with_status_3_and_keeps_a_resumable_output(
 
     import batchrunner.runner as runner_module
     from batchrunner.errors import OutputError
-    from batchrunner.writers import open_writer
+    from batchrunner.output.writers import open_writer
 
     real_open = open_writer
     writes = 0

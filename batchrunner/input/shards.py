@@ -38,11 +38,11 @@ from batchrunner.input.readers import (
     input_format,
     read_rows,
 )
-from batchrunner.layout import manifest_path
-from batchrunner.result_files import load_results
+from batchrunner.output.ondisk import manifest_path
+from batchrunner.output.read import load_results
+from batchrunner.output.writers import open_writer
 from batchrunner.results import Result
 from batchrunner.stats import RunStats
-from batchrunner.writers import open_writer
 
 __all__ = [
     "MergeSummary",

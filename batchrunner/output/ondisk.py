@@ -1,6 +1,6 @@
 """What a run leaves on disk, and reading it back: paths, row keys, parts and journals.
 
-The writers in ``batchrunner.writers`` leave::
+The writers in ``batchrunner.output.writers`` leave::
 
     OUTPUT                     JSONL: the rows, one per line, appended as they finish.
                                Parquet: the compacted result of earlier finished runs.
@@ -37,8 +37,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.durable import output_error, remove_quietly
 from batchrunner.errors import ConfigError
+from batchrunner.output.durable import output_error, remove_quietly
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from batchrunner.layout import parse_line
+from batchrunner.output.ondisk import parse_line
 from batchrunner.results import RESULT_SCHEMA
 
 __all__ = ["read_journal", "read_lines"]

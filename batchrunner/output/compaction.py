@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batchrunner.durable import fsync_dir, replacing
-from batchrunner.layout import (
+from batchrunner.output.durable import fsync_dir, replacing
+from batchrunner.output.ondisk import (
     BATCH_ROWS,
     KEY_COLUMNS,
     PARTS_THROUGH_KEY,

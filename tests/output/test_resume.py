@@ -11,15 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import ConfigError, OutputError
-from batchrunner.results import RESULT_SCHEMA, Result
-from batchrunner.resume import (
+from batchrunner.output.resume import (
     ResumeState,
     RunIdentity,
     check_identity,
     key_of,
     load_resume_state,
 )
-from batchrunner.writers import open_writer
+from batchrunner.output.writers import open_writer
+from batchrunner.results import RESULT_SCHEMA, Result
 
 
 def line(id: str, model: str = "m", status: str = "ok") -> bytes:

@@ -1,6 +1,6 @@
 """Resuming a run: which (id, model) pairs OUTPUT already holds, and whether it is the same job.
 
-``batchrunner.layout`` describes what a run leaves on disk and reads its pieces; this module
+``batchrunner.output.ondisk`` describes what a run leaves on disk and reads its pieces; this module
 gathers the keys already written (of finished rows, and of failed ones for
 ``--retry-failed``) and compares the run's identity with the one recorded beside OUTPUT.
 """
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 import orjson
 import pyarrow as pa
 
-from batchrunner.durable import ensure_parent, output_error, write_atomically
 from batchrunner.errors import ConfigError
-from batchrunner.layout import (
+from batchrunner.output.durable import ensure_parent, output_error, write_atomically
+from batchrunner.output.ondisk import (
     KEY_COLUMNS,
     Entry,
     iter_parquet_entries,

@@ -15,11 +15,11 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner import writers
 from batchrunner.errors import ConfigError, OutputError
+from batchrunner.output import writers
+from batchrunner.output.resume import load_resume_state
+from batchrunner.output.writers import open_writer
 from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
-from batchrunner.resume import load_resume_state
-from batchrunner.writers import open_writer
 
 FORMATS = ["jsonl", "parquet"]
 
@@ -154,7 +154,7 @@ def test_jsonl_unterminated_but_parseable_last_line_is_resent_not_kept(tmp_path:
 KILLED_RUN = """
 import os, signal, sys
 from batchrunner.results import Result
-from batchrunner.writers import open_writer
+from batchrunner.output.writers import open_writer
 
 writer = open_writer(sys.argv[1], part_rows=4)
 writer.write([Result(id=str(i), model="m", status="ok", row=i) for i in range(6)])
@@ -202,7 +202,7 @@ def test_kill_9_then_resume_ends_with_each_row_exactly_once(tmp_path: Path, fmt:
 ENDLESS_RUN = """
 import os, sys
 from batchrunner.results import Result
-from batchrunner.writers import open_writer
+from batchrunner.output.writers import open_writer
 
 writer = open_writer(sys.argv[1], part_rows=7)  # parts and journals alternate; no checkpoint
 for n in range(1_000_000):
@@ -436,7 +436,7 @@ def test_distinct_rows_into_an_empty_output_finish_without_the_repeat_search(
     def no_search(*args: object) -> dict[int, int]:
         raise AssertionError("searched for repeats in rows that are distinct")
 
-    monkeypatch.setattr("batchrunner.compaction._last_of_repeats", no_search)
+    monkeypatch.setattr("batchrunner.output.compaction._last_of_repeats", no_search)
     writer.close(distinct=True)
     assert sorted(map(int, ids(out))) == list(range(10))
     assert not (tmp_path / f"out.{fmt}.parts").exists()
@@ -510,7 +510,7 @@ def test_parquet_close_compacts_parts_into_one_file_and_removes_parts(tmp_path: 
 def test_long_answers_close_a_row_group_by_size_not_only_by_row_count(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchrunner import compaction
+    from batchrunner.output import compaction
 
     # Bounded row groups keep the memory of finishing a run flat whatever the answers hold.
     monkeypatch.setattr(compaction, "ROW_GROUP_BYTES", 64 * 1024)

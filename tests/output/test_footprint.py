@@ -43,7 +43,7 @@ def test_writing_parquet_parts_and_finishing(tmp_path: Path) -> None:
     run_without_pandas(
         f"""
         from batchrunner.results import Result
-        from batchrunner.writers import open_writer
+        from batchrunner.output.writers import open_writer
 
         writer = open_writer({str(out)!r}, part_rows=10)
         for i in range(25):
@@ -59,7 +59,7 @@ def test_finishing_a_resumed_output_that_holds_a_row_twice(tmp_path: Path) -> No
     run_without_pandas(
         f"""
         from batchrunner.results import Result
-        from batchrunner.writers import open_writer
+        from batchrunner.output.writers import open_writer
 
         writer = open_writer({str(out)!r}, part_rows=10)
         writer.write([Result(id=str(i), model="m", status="error") for i in range(15)])
@@ -91,7 +91,7 @@ def test_sorting_a_jsonl_output_by_row(tmp_path: Path) -> None:
     run_without_pandas(
         f"""
         from batchrunner.results import Result
-        from batchrunner.writers import open_writer
+        from batchrunner.output.writers import open_writer
 
         writer = open_writer({str(out)!r})
         for i in reversed(range(3000)):

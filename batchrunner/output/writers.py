@@ -3,8 +3,8 @@
 JSONL appends one line per row and hands it to the OS at once (here). Parquet does the same
 into a journal (JSONL lines) while it fills a buffer, commits the buffer as a part file
 (complete or absent) every ``part_rows`` rows, and ``close()`` compacts everything into one
-ordinary file (``batchrunner.parquet_writer``). The layout on disk, and how a later run reads
-it back, is described in ``batchrunner.layout``.
+ordinary file (``batchrunner.output.parquet``). The layout on disk, and how a later run reads
+it back, is described in ``batchrunner.output.ondisk``.
 
 Writers are synchronous and not thread-safe: one thread (the run's writer task, through
 ``anyio.to_thread.run_sync``) calls them in turn.
@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn, Protocol
 
-from batchrunner.compaction import finish_jsonl
-from batchrunner.durable import (
+from batchrunner.errors import OutputError
+from batchrunner.output.compaction import finish_jsonl
+from batchrunner.output.durable import (
     ensure_parent,
     fsync_dir,
     output_error,
@@ -29,11 +30,10 @@ from batchrunner.durable import (
     temp_path,
     write_all,
 )
-from batchrunner.errors import OutputError
-from batchrunner.layout import output_format, parse_line, parts_dir
-from batchrunner.parquet_writer import ParquetWriter
+from batchrunner.output.ondisk import output_format, parse_line, parts_dir
+from batchrunner.output.parquet import ParquetWriter
+from batchrunner.output.resume import not_our_output
 from batchrunner.results import Result, result_line
-from batchrunner.resume import not_our_output
 
 __all__ = ["ResultWriter", "open_writer"]
 

@@ -6,8 +6,8 @@ import tracemalloc
 
 import pytest
 
-from batchrunner import idset
-from batchrunner.idset import RECENT_MAX, IdSet
+from batchrunner.output import idset
+from batchrunner.output.idset import RECENT_MAX, IdSet
 
 
 def test_membership_matches_a_python_set_across_many_merges() -> None:

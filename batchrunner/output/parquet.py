@@ -3,7 +3,7 @@
 Rows go to a JSONL journal at once (in the OS when ``write()`` returns), and every
 ``part_rows`` rows the buffer is committed as a Parquet part, complete or absent, and its
 journal removed. ``close()`` compacts the earlier OUTPUT, the parts and the last rows into
-one ordinary file (``batchrunner.compaction``). Opened through ``writers.open_writer``.
+one ordinary file (``batchrunner.output.compaction``). Opened through ``writers.open_writer``.
 """
 
 from __future__ import annotations
@@ -17,20 +17,32 @@ from typing import TYPE_CHECKING, NoReturn
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.compaction import (
+from batchrunner.errors import OutputError
+from batchrunner.output.compaction import (
     COMPRESSION,
     DICTIONARY_COLUMNS,
     ROW_GROUP_ROWS,
     compact_parquet,
 )
-from batchrunner.durable import fsync_dir, output_error, remove_quietly, write_all, write_atomically
-from batchrunner.errors import OutputError
-from batchrunner.journal_lines import read_journal, read_lines
-from batchrunner.layout import journal_path, part_path, parts_dir, read_parts_through, scan_parts
+from batchrunner.output.durable import (
+    fsync_dir,
+    output_error,
+    remove_quietly,
+    write_all,
+    write_atomically,
+)
+from batchrunner.output.journal import read_journal, read_lines
+from batchrunner.output.ondisk import (
+    journal_path,
+    part_path,
+    parts_dir,
+    read_parts_through,
+    scan_parts,
+)
 from batchrunner.results import Result, result_line
 
 if TYPE_CHECKING:
-    from batchrunner.writers import OutputLock
+    from batchrunner.output.writers import OutputLock
 
 __all__ = ["ParquetWriter"]
 
