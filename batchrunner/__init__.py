@@ -36,11 +36,11 @@ if TYPE_CHECKING:
     from batchrunner.input.readers import InputFields
     from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
     from batchrunner.output.read import load_results, stats_from_files
-    from batchrunner.pricing import Price, PriceTable
     from batchrunner.report import render, render_summary
     from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
     from batchrunner.runner import Runner, RunSummary, run
-    from batchrunner.stats import RunStats, StatsSnapshot
+    from batchrunner.stats.pricing import Price, PriceTable
+    from batchrunner.stats.run_stats import RunStats, StatsSnapshot
 
 __version__ = "0.1.0"
 
@@ -113,8 +113,8 @@ _EXPORTS = {
     "LocalLimiter": "batchrunner.limits.local",
     "Outcome": "batchrunner.limits.local",
     "TokenEstimate": "batchrunner.limits.local",
-    "Price": "batchrunner.pricing",
-    "PriceTable": "batchrunner.pricing",
+    "Price": "batchrunner.stats.pricing",
+    "PriceTable": "batchrunner.stats.pricing",
     "InputFields": "batchrunner.input.readers",
     "render": "batchrunner.report",
     "render_summary": "batchrunner.report",
@@ -128,8 +128,8 @@ _EXPORTS = {
     "RESULT_FIELDS": "batchrunner.results",
     "RESULT_SCHEMA": "batchrunner.results",
     "Result": "batchrunner.results",
-    "RunStats": "batchrunner.stats",
-    "StatsSnapshot": "batchrunner.stats",
+    "RunStats": "batchrunner.stats.run_stats",
+    "StatsSnapshot": "batchrunner.stats.run_stats",
     "Usage": "batchrunner.endpoint.usage",
     "normalize_usage": "batchrunner.endpoint.usage",
 }

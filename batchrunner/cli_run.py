@@ -251,7 +251,7 @@ def setup_logging(verbose: int) -> None:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from batchrunner.config import build_config, load_job_file
-    from batchrunner.pricing import PriceTable
+    from batchrunner.stats.pricing import PriceTable
 
     setup_logging(ns.verbose)
     job = load_job_file(ns.config) if ns.config else None

@@ -10,7 +10,7 @@ from batchrunner.endpoint.usage import Usage
 from batchrunner.input.bodies import RowProblem
 from batchrunner.input.readers import BadRow
 from batchrunner.input.shards import read_shard_rows
-from batchrunner.pricing import PriceTable
+from batchrunner.stats.pricing import PriceTable
 
 ASSUMED_OUTPUT_TOKENS = 256
 

@@ -47,7 +47,7 @@ from batchrunner.limits.ray import RayLimiter, start_limiter
 from batchrunner.output.read import read_run_stats
 from batchrunner.output.resume import load_resume_state
 from batchrunner.runner import Runner, RunSummary
-from batchrunner.stats import RunStats
+from batchrunner.stats.run_stats import RunStats
 
 __all__ = ["ShardRunner", "run_on_ray"]
 

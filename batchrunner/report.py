@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from batchrunner.output.read import load_results, stats_from_files
-from batchrunner.stats import (
+from batchrunner.stats.run_stats import (
     Comparison,
     Distribution,
     ModelStats,

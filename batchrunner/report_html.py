@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from html import escape
 
 from batchrunner.report import Section, fmt_int, fmt_num, fmt_s, fmt_usd, sections
-from batchrunner.stats import Distribution, ModelStats, StatsSnapshot
+from batchrunner.stats.run_stats import Distribution, ModelStats, StatsSnapshot
 
 __all__ = ["render_html"]
 

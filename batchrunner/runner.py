@@ -44,11 +44,11 @@ from batchrunner.input.shards import share
 from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
 from batchrunner.output.resume import ResumeState, check_identity, load_resume_state, run_identity
 from batchrunner.output.writers import ResultWriter, open_writer
-from batchrunner.pricing import PriceTable
 from batchrunner.producer import READ_CHUNK, Producer
 from batchrunner.results import Result
 from batchrunner.sender import Sender
-from batchrunner.stats import RunStats, StatsSnapshot
+from batchrunner.stats.pricing import PriceTable
+from batchrunner.stats.run_stats import RunStats, StatsSnapshot
 
 logger = logging.getLogger(__name__)
 

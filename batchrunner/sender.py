@@ -17,9 +17,9 @@ from batchrunner.endpoint.usage import Usage, normalize_usage
 from batchrunner.errors import AbortError, RequestError
 from batchrunner.input.bodies import RequestSpec
 from batchrunner.limits.seam import Limiter, Outcome, TokenEstimate
-from batchrunner.pricing import PriceTable
 from batchrunner.results import Result
-from batchrunner.stats import RunStats
+from batchrunner.stats.pricing import PriceTable
+from batchrunner.stats.run_stats import RunStats
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pytest
 
 from batchrunner.config import build_config
 from batchrunner.dryrun import DryRunEstimate, estimate
-from batchrunner.pricing import PriceTable
+from batchrunner.stats.pricing import PriceTable
 
 MODEL = "google/gemini-2.5-flash"
 

@@ -18,7 +18,7 @@ import pytest
 from batchrunner.errors import InputFileError
 from batchrunner.report import FORMATS, load_results, render, render_summary, stats_from_files
 from batchrunner.results import RESULT_SCHEMA, Result
-from batchrunner.stats import StatsSnapshot
+from batchrunner.stats.run_stats import StatsSnapshot
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GEMINI, OSS = "google/gemini-2.5-flash", "openai/gpt-oss-120b-maas"

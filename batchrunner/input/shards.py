@@ -42,7 +42,7 @@ from batchrunner.output.ondisk import manifest_path
 from batchrunner.output.read import load_results
 from batchrunner.output.writers import open_writer
 from batchrunner.results import Result
-from batchrunner.stats import RunStats
+from batchrunner.stats.run_stats import RunStats
 
 __all__ = [
     "MergeSummary",

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from batchrunner.errors import InputFileError
 from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
-from batchrunner.stats import ComparisonBuilder, RunStats, StatsSnapshot
+from batchrunner.stats.run_stats import ComparisonBuilder, RunStats, StatsSnapshot
 
 __all__ = ["STATS_COLUMNS", "load_results", "read_run_stats", "stats_from_files"]
 

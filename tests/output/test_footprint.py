@@ -77,7 +77,7 @@ def test_finishing_a_resumed_output_that_holds_a_row_twice(tmp_path: Path) -> No
 def test_percentiles_past_the_exact_store(tmp_path: Path) -> None:
     run_without_pandas(
         """
-        from batchrunner.quantiles import EXACT_MAX, Quantiles
+        from batchrunner.stats.quantiles import EXACT_MAX, Quantiles
 
         q = Quantiles(float(i % 1000) / 1000 for i in range(EXACT_MAX + 10_000))
         assert not q.exact

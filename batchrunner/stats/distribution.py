@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from batchrunner.quantiles import Quantiles
+from batchrunner.stats.quantiles import Quantiles
 
 __all__ = ["PERCENTILES", "Distribution", "distribution"]
 
@@ -19,7 +19,7 @@ class Distribution:
     """Summary of one measurement.
 
     Percentiles interpolate linearly between ranks. They are exact for values given as an
-    iterable, and for a :class:`~batchrunner.quantiles.Quantiles` of up to 65,536 values;
+    iterable, and for a :class:`~batchrunner.stats.quantiles.Quantiles` of up to 65,536 values;
     past that they come from its buckets and are within 0.5 %. Count, mean, min and max
     are exact.
     """

@@ -9,7 +9,7 @@ import pytest
 
 from batchrunner.endpoint.usage import Usage, normalize_usage
 from batchrunner.errors import ConfigError
-from batchrunner.pricing import Price, PriceTable
+from batchrunner.stats.pricing import Price, PriceTable
 
 REFERENCE_MODELS = (
     "gemini-2.5-pro",
@@ -154,7 +154,7 @@ def test_unknown_model_has_no_cost_and_warns_once(
     table: PriceTable, caplog: pytest.LogCaptureFixture
 ) -> None:
     usage = Usage(prompt_tokens=10, completion_tokens=10)
-    with caplog.at_level(logging.WARNING, logger="batchrunner.pricing"):
+    with caplog.at_level(logging.WARNING, logger="batchrunner.stats.pricing"):
         assert table.cost("acme/mystery", usage) is None
         assert table.cost("acme/mystery", usage) is None
         assert table.cost("acme/mystery", usage) is None

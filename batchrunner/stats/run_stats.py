@@ -1,12 +1,12 @@
 """Streaming aggregation of result rows into per-model statistics.
 
 :class:`RunStats` takes one final result row at a time and keeps sums, counters and, for
-each timing, a :class:`~batchrunner.quantiles.Quantiles` (exact up to 65,536 values, a
+each timing, a :class:`~batchrunner.stats.quantiles.Quantiles` (exact up to 65,536 values, a
 bounded sketch past that), so its memory grows with the number of models, never with the
 number of rows or their text. :meth:`RunStats.snapshot` freezes it into a
 :class:`StatsSnapshot`, which may carry a side-by-side comparison of several models
-(``batchrunner.comparison``; its classes are re-exported here, as are those of
-``batchrunner.distribution``).
+(``batchrunner.stats.comparison``; its classes are re-exported here, as are those of
+``batchrunner.stats.distribution``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from batchrunner.comparison import Comparison, ComparisonBuilder, ComparisonEntry
-from batchrunner.distribution import PERCENTILES, Distribution, distribution
-from batchrunner.quantiles import Quantiles
 from batchrunner.results import Result
+from batchrunner.stats.comparison import Comparison, ComparisonBuilder, ComparisonEntry
+from batchrunner.stats.distribution import PERCENTILES, Distribution, distribution
+from batchrunner.stats.quantiles import Quantiles
 
 __all__ = [
     "PERCENTILES",

@@ -23,9 +23,9 @@ from batchrunner.config import RunConfig
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.input.bodies import RequestDefaults
 from batchrunner.limits.local import LimitConfig, LocalLimiter
-from batchrunner.pricing import PriceTable
 from batchrunner.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
+from batchrunner.stats.pricing import PriceTable
 
 pytestmark = pytest.mark.anyio
 

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from batchrunner.distribution import Distribution, distribution
 from batchrunner.results import Result
+from batchrunner.stats.distribution import Distribution, distribution
 
 __all__ = ["Comparison", "ComparisonBuilder", "ComparisonEntry"]
 

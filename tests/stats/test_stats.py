@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from batchrunner.results import Result
-from batchrunner.stats import ComparisonBuilder, RunStats, distribution
+from batchrunner.stats.run_stats import ComparisonBuilder, RunStats, distribution
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from batchrunner.quantiles import EXACT_MAX, RELATIVE_ACCURACY, Quantiles
 from batchrunner.results import Result
-from batchrunner.stats import PERCENTILES, Distribution, RunStats, distribution
+from batchrunner.stats.quantiles import EXACT_MAX, RELATIVE_ACCURACY, Quantiles
+from batchrunner.stats.run_stats import PERCENTILES, Distribution, RunStats, distribution
 
 QS = [*PERCENTILES, *(i / 100 for i in range(101))]
 
