@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from batchrunner.input.readers import InputFields
     from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
     from batchrunner.output.read import load_results, stats_from_files
-    from batchrunner.report import render, render_summary
+    from batchrunner.report.render import render, render_summary
     from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
     from batchrunner.runner import Runner, RunSummary, run
     from batchrunner.stats.pricing import Price, PriceTable
@@ -116,8 +116,8 @@ _EXPORTS = {
     "Price": "batchrunner.stats.pricing",
     "PriceTable": "batchrunner.stats.pricing",
     "InputFields": "batchrunner.input.readers",
-    "render": "batchrunner.report",
-    "render_summary": "batchrunner.report",
+    "render": "batchrunner.report.render",
+    "render_summary": "batchrunner.report.render",
     "RequestDefaults": "batchrunner.input.bodies",
     "load_results": "batchrunner.output.read",
     "stats_from_files": "batchrunner.output.read",

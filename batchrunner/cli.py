@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
-    from batchrunner.report import render, stats_from_files
+    from batchrunner.report.render import render, stats_from_files
 
     for path in ns.results:
         if not Path(path).exists():

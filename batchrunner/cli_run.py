@@ -271,7 +271,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         return 0
     from batchrunner.gctune import collect_less_often
     from batchrunner.progress import ProgressDisplay, expected_requests
-    from batchrunner.report import render_summary
+    from batchrunner.report.render import render_summary
     from batchrunner.runner import run
 
     mode = ns.progress
@@ -312,7 +312,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     for note in notes:
         print(f"batchrunner: {note}", file=sys.stderr)
     if config.summary_path is not None:
-        from batchrunner.report import render
+        from batchrunner.report.render import render
 
         config.summary_path.write_text(render(summary.stats, "json"), encoding="utf-8")
     if summary.fatal:

@@ -455,7 +455,7 @@ def preload(tool: str) -> None:
 
         import batchrunner.cli
         import batchrunner.dryrun
-        import batchrunner.report
+        import batchrunner.report.render
         import batchrunner.runner  # noqa: F401
     elif tool == "openai":
         import openai  # noqa: F401

@@ -25,7 +25,7 @@ from batchrunner.input.shards import (
     shard_path,
     share,
 )
-from batchrunner.report import load_results
+from batchrunner.report.render import load_results
 from batchrunner.simulator import SimulatorConfig, start_simulator_thread
 
 TOKEN = "shard-test-token"

@@ -2,7 +2,7 @@
 
 No script, stylesheet or font is fetched: the charts are SVG drawn here (latency CDF per
 model, time-to-first-token CDF when streamed, cost per 1k rows, tokens per row by kind)
-and the tables come from :func:`batchrunner.report.sections`, like the text report.
+and the tables come from :func:`batchrunner.report.render.sections`, like the text report.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from batchrunner.report import Section, fmt_int, fmt_num, fmt_s, fmt_usd, sections
+from batchrunner.report.render import Section, fmt_int, fmt_num, fmt_s, fmt_usd, sections
 from batchrunner.stats.run_stats import Distribution, ModelStats, StatsSnapshot
 
 __all__ = ["render_html"]

@@ -260,7 +260,7 @@ def render(snapshot: StatsSnapshot, fmt: str = "text") -> str:
         return json.dumps(snapshot.to_dict(), indent=2, allow_nan=False) + "\n"
     if fmt == "html":
         # Imported here: the HTML module draws its tables from sections() above.
-        from batchrunner.report_html import render_html
+        from batchrunner.report.html import render_html
 
         return render_html(snapshot)
     raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")

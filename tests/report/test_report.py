@@ -16,7 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import InputFileError
-from batchrunner.report import FORMATS, load_results, render, render_summary, stats_from_files
+from batchrunner.report.render import (
+    FORMATS,
+    load_results,
+    render,
+    render_summary,
+    stats_from_files,
+)
 from batchrunner.results import RESULT_SCHEMA, Result
 from batchrunner.stats.run_stats import StatsSnapshot
 
