@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from batchrunner.input.readers import InputFields
     from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
     from batchrunner.output.read import load_results, stats_from_files
+    from batchrunner.pipeline.runner import Runner, RunSummary, run
     from batchrunner.report.render import render, render_summary
     from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
-    from batchrunner.runner import Runner, RunSummary, run
     from batchrunner.stats.pricing import Price, PriceTable
     from batchrunner.stats.run_stats import RunStats, StatsSnapshot
 
@@ -122,9 +122,9 @@ _EXPORTS = {
     "load_results": "batchrunner.output.read",
     "stats_from_files": "batchrunner.output.read",
     "RetryPolicy": "batchrunner.endpoint.retry",
-    "RunSummary": "batchrunner.runner",
-    "Runner": "batchrunner.runner",
-    "run": "batchrunner.runner",
+    "RunSummary": "batchrunner.pipeline.runner",
+    "Runner": "batchrunner.pipeline.runner",
+    "run": "batchrunner.pipeline.runner",
     "RESULT_FIELDS": "batchrunner.results",
     "RESULT_SCHEMA": "batchrunner.results",
     "Result": "batchrunner.results",

@@ -265,14 +265,14 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if config.prices_path:
         prices = PriceTable.load(config.prices_path, base=prices)
     if config.dry_run:
-        from batchrunner import dryrun
+        from batchrunner.pipeline import dryrun
 
         print(dryrun.render(dryrun.estimate(config, prices)))
         return 0
-    from batchrunner.gctune import collect_less_often
+    from batchrunner.pipeline.gctune import collect_less_often
+    from batchrunner.pipeline.runner import run
     from batchrunner.progress import ProgressDisplay, expected_requests
     from batchrunner.report.render import render_summary
-    from batchrunner.runner import run
 
     mode = ns.progress
     interactive = sys.stderr.isatty() if mode == "auto" else mode == "bar"

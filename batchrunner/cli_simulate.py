@@ -66,7 +66,7 @@ def add_simulate(sub: Any) -> None:
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
-    from batchrunner.gctune import collect_less_often
+    from batchrunner.pipeline.gctune import collect_less_often
     from batchrunner.simulator import SimulatorConfig, serve
 
     if ns.host not in ("127.0.0.1", "localhost", "::1") and not ns.host.startswith("127."):

@@ -4,7 +4,7 @@
 values, an optional TOML job file and the environment (flags win over the file, the file
 over the environment). Nothing below this module reads ``os.environ``, except at other
 edges of a process: a Ray worker's own credentials, and Arrow's choice of allocator,
-which the command makes before pyarrow loads (``batchrunner.allocators``).
+which the command makes before pyarrow loads (``batchrunner.pipeline.allocators``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.counters import Counters
+from batchrunner.pipeline.counters import Counters
 
 
 def _duration(seconds: float) -> str:

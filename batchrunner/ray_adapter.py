@@ -33,7 +33,6 @@ import ray.data
 from batchrunner.auth.tokens import Secret
 from batchrunner.config import RunConfig
 from batchrunner.errors import AbortError, BatchRunnerError, ConfigError
-from batchrunner.gctune import collect_less_often
 from batchrunner.input.readers import check_input
 from batchrunner.input.shards import (
     find_shards,
@@ -46,7 +45,8 @@ from batchrunner.limits.local import LimitConfig
 from batchrunner.limits.ray import RayLimiter, start_limiter
 from batchrunner.output.read import read_run_stats
 from batchrunner.output.resume import load_resume_state
-from batchrunner.runner import Runner, RunSummary
+from batchrunner.pipeline.gctune import collect_less_often
+from batchrunner.pipeline.runner import Runner, RunSummary
 from batchrunner.stats.run_stats import RunStats
 
 __all__ = ["ShardRunner", "run_on_ray"]

@@ -48,7 +48,7 @@ if str(REPO) not in sys.path:
 from batchrunner.auth.tokens import Secret, StaticAuthenticator  # noqa: E402
 from batchrunner.config import RunConfig  # noqa: E402
 from batchrunner.endpoint.retry import RetryPolicy  # noqa: E402
-from batchrunner.runner import Runner  # noqa: E402
+from batchrunner.pipeline.runner import Runner  # noqa: E402
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator  # noqa: E402
 
 TOKEN = "ya29.bench-flow-token"

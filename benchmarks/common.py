@@ -301,7 +301,7 @@ def run_simulator(*, ttft_s: float | None = None, quiet_errors: bool = True) -> 
 
 
 def _serve_simulator(port: int, ttft_s: float) -> None:
-    from batchrunner.gctune import collect_less_often
+    from batchrunner.pipeline.gctune import collect_less_often
     from batchrunner.simulator import SimulatorConfig, serve
 
     collect_less_often()  # as `batchrunner simulate` does

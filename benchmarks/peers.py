@@ -445,7 +445,7 @@ def run_batchrunner(job: Job, *, dry_run: bool) -> int:
 def preload(tool: str) -> None:
     """Import what the tool needs before the clock starts: imports are not the run."""
     if tool.startswith("batchrunner"):
-        from batchrunner.allocators import return_freed_memory
+        from batchrunner.pipeline.allocators import return_freed_memory
 
         return_freed_memory()  # as the command does, before anything loads pyarrow
     import pyarrow.parquet  # noqa: F401
@@ -453,10 +453,6 @@ def preload(tool: str) -> None:
     if tool.startswith("batchrunner"):
         import httpx_aiohttp
 
-        import batchrunner.cli
-        import batchrunner.dryrun
-        import batchrunner.report.render
-        import batchrunner.runner  # noqa: F401
     elif tool == "openai":
         import openai  # noqa: F401
     elif tool == "litellm":
@@ -489,7 +485,7 @@ def run_peer(job: Job, tool: str) -> None:
         write_output(job.output, results)
 
     if tool == "aiohttp-gc":
-        # The collector thresholds batchrunner's command line sets (batchrunner.gctune).
+        # The collector thresholds batchrunner's command line sets (batchrunner.pipeline.gctune).
         gc.freeze()
         gc.set_threshold(20_000, 20, 100)
     if tool == "aiohttp-stdloop":

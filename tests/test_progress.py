@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.counters import Counters
+from batchrunner.pipeline.counters import Counters
 from batchrunner.progress import ProgressDisplay, expected_requests
 
 

@@ -23,7 +23,7 @@ from batchrunner.config import RunConfig
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.input.bodies import RequestDefaults
 from batchrunner.limits.local import LimitConfig, LocalLimiter
-from batchrunner.runner import Runner, RunSummary
+from batchrunner.pipeline.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
 from batchrunner.stats.pricing import PriceTable
 

@@ -16,16 +16,16 @@ from typing import Protocol
 import anyio
 
 from batchrunner.config import RunConfig
-from batchrunner.counters import Counters
-from batchrunner.handoff import ResultBuffer, WorkQueue
 from batchrunner.input.bodies import RequestSpec, RowProblem, row_models
 from batchrunner.input.readers import BadRow, InputRow
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.idset import IdSet
 from batchrunner.output.ondisk import key_of
 from batchrunner.output.resume import ResumeState
+from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
+from batchrunner.pipeline.sender import Sender, now_utc
 from batchrunner.results import Result
-from batchrunner.sender import Sender, now_utc
 
 __all__ = ["Producer"]
 

@@ -1,6 +1,6 @@
 """The pool: stream rows in, send them concurrently within limits, write every result once.
 
-One task group per run. A producer (``batchrunner.producer``) reads the input in a worker
+One task group per run. A producer (``batchrunner.pipeline.producer``) reads the input in a worker
 thread and feeds a bounded queue; workers take requests, pass the limiter, call the
 endpoint with retries and hand results to a single writer, which batches them to disk and
 checkpoints. Memory is bounded by the queues and the requests in flight, never by the
@@ -25,8 +25,6 @@ import httpx
 
 from batchrunner.auth.tokens import AuthConfig, Authenticator, build_authenticator
 from batchrunner.config import RunConfig
-from batchrunner.control import RunControl
-from batchrunner.counters import Counters
 from batchrunner.endpoint.client import ChatClient
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.endpoint.urls import VertexTarget, chat_completions_url
@@ -37,16 +35,18 @@ from batchrunner.errors import (
     ConfigError,
     OutputError,
 )
-from batchrunner.handoff import ResultBuffer, WorkQueue
 from batchrunner.input.bodies import RequestSpec
 from batchrunner.input.readers import check_input
 from batchrunner.input.shards import share
 from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
 from batchrunner.output.resume import ResumeState, check_identity, load_resume_state, run_identity
 from batchrunner.output.writers import ResultWriter, open_writer
-from batchrunner.producer import READ_CHUNK, Producer
+from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.producer import READ_CHUNK, Producer
+from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
+from batchrunner.pipeline.run_control import RunControl
+from batchrunner.pipeline.sender import Sender
 from batchrunner.results import Result
-from batchrunner.sender import Sender
 from batchrunner.stats.pricing import PriceTable
 from batchrunner.stats.run_stats import RunStats, StatsSnapshot
 

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.config import build_config
-from batchrunner.dryrun import DryRunEstimate, estimate
+from batchrunner.pipeline.dryrun import DryRunEstimate, estimate
 from batchrunner.stats.pricing import PriceTable
 
 MODEL = "google/gemini-2.5-flash"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrunner.allocators import ARROW_POOL_VARIABLE
+from batchrunner.pipeline.allocators import ARROW_POOL_VARIABLE
 
 
 def python(code: str, **env: str) -> str:
@@ -31,7 +31,7 @@ def test_arrow_uses_the_system_allocator_and_the_variable_is_not_passed_on() -> 
     out = python(
         """
         import os
-        from batchrunner.allocators import return_freed_memory
+        from batchrunner.pipeline.allocators import return_freed_memory
 
         return_freed_memory()
         import pyarrow as pa
@@ -49,7 +49,7 @@ def test_arrow_uses_the_system_allocator_and_the_variable_is_not_passed_on() -> 
 def test_a_choice_in_the_environment_is_kept() -> None:
     out = python(
         """
-        from batchrunner.allocators import return_freed_memory
+        from batchrunner.pipeline.allocators import return_freed_memory
 
         return_freed_memory()
         import pyarrow as pa
@@ -65,7 +65,7 @@ def test_after_pyarrow_has_loaded_its_own_calls_still_move() -> None:
     out = python(
         """
         import pyarrow as pa
-        from batchrunner.allocators import return_freed_memory
+        from batchrunner.pipeline.allocators import return_freed_memory
 
         return_freed_memory()
         print(pa.default_memory_pool().backend_name)
@@ -119,7 +119,7 @@ _MAPPED_AFTER_LARGE_FREE = (
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_a_large_block_freed_does_not_keep_later_ones_in_the_heap() -> None:
-    fixed = "from batchrunner.allocators import return_freed_memory; return_freed_memory()"
+    fixed = "from batchrunner.pipeline.allocators import return_freed_memory; return_freed_memory()"
     assert python(_MAPPED_AFTER_LARGE_FREE.format(setup=fixed)) == "1"
     assert python(_MAPPED_AFTER_LARGE_FREE.format(setup="")) == "0"  # glibc's default
 
@@ -141,7 +141,7 @@ _HEAP_AFTER_FREE = (
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
 def test_memory_freed_between_rows_stays_for_the_next_rows() -> None:
-    fixed = "from batchrunner.allocators import return_freed_memory; return_freed_memory()"
+    fixed = "from batchrunner.pipeline.allocators import return_freed_memory; return_freed_memory()"
     assert python(_HEAP_AFTER_FREE.format(setup=fixed)) == "False"
     mmap_only = "libc.mallopt(-3, 128 << 10)"
     assert python(_HEAP_AFTER_FREE.format(setup=mmap_only)) == "True"  # given back at once

@@ -23,7 +23,7 @@ def test_thresholds_are_raised_and_start_up_objects_frozen() -> None:
     out = _in_fresh_process(
         """
         import gc
-        from batchrunner.gctune import collect_less_often
+        from batchrunner.pipeline.gctune import collect_less_often
         gc.set_threshold(700, 10, 10)
         collect_less_often()
         print(gc.get_threshold(), gc.get_freeze_count() > 1000)
@@ -36,7 +36,7 @@ def test_a_higher_threshold_chosen_by_the_user_is_kept() -> None:
     out = _in_fresh_process(
         """
         import gc
-        from batchrunner.gctune import collect_less_often
+        from batchrunner.pipeline.gctune import collect_less_often
         gc.set_threshold(100_000, 5, 1_000)
         collect_less_often()
         print(gc.get_threshold())

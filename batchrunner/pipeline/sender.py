@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from batchrunner.counters import Counters
 from batchrunner.endpoint.client import Answer, ChatClient
 from batchrunner.endpoint.http_errors import error_from_exception
 from batchrunner.endpoint.retry import RetryPolicy, call_with_retries
@@ -17,6 +16,7 @@ from batchrunner.endpoint.usage import Usage, normalize_usage
 from batchrunner.errors import AbortError, RequestError
 from batchrunner.input.bodies import RequestSpec
 from batchrunner.limits.seam import Limiter, Outcome, TokenEstimate
+from batchrunner.pipeline.counters import Counters
 from batchrunner.results import Result
 from batchrunner.stats.pricing import PriceTable
 from batchrunner.stats.run_stats import RunStats

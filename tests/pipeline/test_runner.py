@@ -17,10 +17,10 @@ from batchrunner.auth.tokens import Secret, StaticAuthenticator
 from batchrunner.config import RunConfig
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.errors import AbortError
-from batchrunner.first_answers import FIRST_ANSWERS
 from batchrunner.input.bodies import RequestDefaults
 from batchrunner.limits.local import LimitConfig, LocalLimiter
-from batchrunner.runner import Runner, RunSummary
+from batchrunner.pipeline.first_answers import FIRST_ANSWERS
+from batchrunner.pipeline.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
 
 pytestmark = pytest.mark.anyio
@@ -328,7 +328,7 @@ async def test_full_disk_aborts_with_status_3_and_keeps_a_resumable_output(
 ) -> None:
     import errno
 
-    import batchrunner.runner as runner_module
+    import batchrunner.pipeline.runner as runner_module
     from batchrunner.errors import OutputError
     from batchrunner.output.writers import open_writer
 

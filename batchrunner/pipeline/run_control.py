@@ -11,7 +11,7 @@ import logging
 import anyio
 
 from batchrunner.errors import AbortError
-from batchrunner.first_answers import FirstAnswers
+from batchrunner.pipeline.first_answers import FirstAnswers
 from batchrunner.results import Result
 
 __all__ = ["RunControl"]

@@ -7,7 +7,7 @@ import contextlib
 import anyio
 import pytest
 
-from batchrunner.handoff import ResultBuffer, WorkQueue
+from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
 
 pytestmark = pytest.mark.anyio
 
