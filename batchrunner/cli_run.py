@@ -281,7 +281,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         total = expected_requests(config.input, len(config.models))
         display = ProgressDisplay(sys.stderr, total=total, interactive=interactive)
     if ns.ray:
-        from batchrunner.ray_adapter import run_on_ray
+        from batchrunner.scale.ray import run_on_ray
 
         if display is not None:
             display.close()
