@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from batchrunner.cli import main
+from batchrunner.cli.main import main
 
 sys.exit(main())

@@ -429,7 +429,7 @@ def batchrunner_argv(job: Job, *, dry_run: bool, summary: Path) -> list[str]:
 
 
 def run_batchrunner(job: Job, *, dry_run: bool) -> int:
-    from batchrunner import cli
+    from batchrunner.cli import main as cli
 
     summary = job.output.with_suffix(".summary.json")
     status = cli.main(batchrunner_argv(job, dry_run=dry_run, summary=summary))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from batchrunner.cli import build_parser
+from batchrunner.cli.main import build_parser
 from batchrunner.results import RESULT_FIELDS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")

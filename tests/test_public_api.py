@@ -39,7 +39,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 def test_importing_the_package_or_the_command_loads_no_arrow() -> None:
     # The command picks Arrow's allocator, which Arrow reads once, when pyarrow loads.
     code = (
-        "import sys, batchrunner, batchrunner.cli\n"
+        "import sys, batchrunner, batchrunner.cli.main\n"
         "loaded = sorted(m for m in sys.modules if m.startswith(('pyarrow', 'batchrunner.')))\n"
         "print(' '.join(loaded))"
     )

@@ -77,7 +77,7 @@ def test_after_pyarrow_has_loaded_its_own_calls_still_move() -> None:
 def test_the_command_chooses_before_arrow_loads(tmp_path: Path) -> None:
     out = python(
         f"""
-        from batchrunner import cli
+        from batchrunner.cli import main as cli
         import pyarrow as pa
 
         status = cli.main(["report", {str(tmp_path / "missing.parquet")!r}])

@@ -49,7 +49,7 @@ def test_the_run_command_collects_less_often() -> None:
     out = _in_fresh_process(
         """
         import gc, tempfile, pathlib
-        from batchrunner import cli
+        from batchrunner.cli import main as cli
         tmp = pathlib.Path(tempfile.mkdtemp())
         (tmp / "in.jsonl").write_text('{"id": "a", "prompt": "hi"}\\n')
         status = cli.main(["run", str(tmp / "in.jsonl"), "-o", str(tmp / "out.jsonl"),

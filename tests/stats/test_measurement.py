@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from batchrunner.auth.tokens import Secret, StaticAuthenticator
-from batchrunner.cli import main as cli_main
+from batchrunner.cli.main import main as cli_main
 from batchrunner.config import RunConfig
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.input.bodies import RequestDefaults

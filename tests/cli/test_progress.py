@@ -6,8 +6,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrunner.cli.progress import ProgressDisplay, expected_requests
 from batchrunner.pipeline.counters import Counters
-from batchrunner.progress import ProgressDisplay, expected_requests
 
 
 def test_expected_requests_counts_rows_times_models(tmp_path: Path) -> None:

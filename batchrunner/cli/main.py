@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrunner import __version__
-from batchrunner.cli_run import add_run, cmd_run, positive_int, setup_logging
-from batchrunner.cli_simulate import add_simulate, cmd_simulate
+from batchrunner.cli.run import add_run, cmd_run, positive_int, setup_logging
+from batchrunner.cli.simulate import add_simulate, cmd_simulate
 from batchrunner.errors import BatchRunnerError, ConfigError
 from batchrunner.pipeline.allocators import return_freed_memory
 
