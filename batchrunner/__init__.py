@@ -17,11 +17,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchrunner.auth.tokens import AuthConfig, Authenticator, Secret, build_authenticator
-    from batchrunner.config import RunConfig, SimulateOptions, build_config, load_job_file
+    from batchrunner.auth.tokens import Authenticator, build_authenticator
+    from batchrunner.config import (
+        AuthConfig,
+        InputFields,
+        RequestDefaults,
+        RunConfig,
+        Secret,
+        SimulateOptions,
+        build_config,
+        load_job_file,
+    )
     from batchrunner.endpoint.retry import RetryPolicy
     from batchrunner.endpoint.urls import VertexTarget
-    from batchrunner.endpoint.usage import Usage, normalize_usage
+    from batchrunner.endpoint.usage import normalize_usage
     from batchrunner.errors import (
         AbortError,
         AuthError,
@@ -32,13 +41,13 @@ if TYPE_CHECKING:
         RequestError,
         UsageError,
     )
-    from batchrunner.input.bodies import RequestDefaults
-    from batchrunner.input.readers import InputFields
+    from batchrunner.launch.run import run
     from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
-    from batchrunner.output.read import load_results, stats_from_files
-    from batchrunner.pipeline.runner import Runner, RunSummary, run
+    from batchrunner.output.read import load_results
+    from batchrunner.pipeline.runner import Runner, RunSummary
+    from batchrunner.report.files import stats_from_files
     from batchrunner.report.render import render, render_summary
-    from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
+    from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result, Usage
     from batchrunner.stats.pricing import Price, PriceTable
     from batchrunner.stats.run_stats import RunStats, StatsSnapshot
 
@@ -91,9 +100,9 @@ __all__ = [
 ]
 
 _EXPORTS = {
-    "AuthConfig": "batchrunner.auth.tokens",
+    "AuthConfig": "batchrunner.config",
     "Authenticator": "batchrunner.auth.tokens",
-    "Secret": "batchrunner.auth.tokens",
+    "Secret": "batchrunner.config",
     "build_authenticator": "batchrunner.auth.tokens",
     "RunConfig": "batchrunner.config",
     "SimulateOptions": "batchrunner.config",
@@ -115,22 +124,22 @@ _EXPORTS = {
     "TokenEstimate": "batchrunner.limits.local",
     "Price": "batchrunner.stats.pricing",
     "PriceTable": "batchrunner.stats.pricing",
-    "InputFields": "batchrunner.input.readers",
+    "InputFields": "batchrunner.config",
     "render": "batchrunner.report.render",
     "render_summary": "batchrunner.report.render",
-    "RequestDefaults": "batchrunner.input.bodies",
+    "RequestDefaults": "batchrunner.config",
     "load_results": "batchrunner.output.read",
-    "stats_from_files": "batchrunner.output.read",
+    "stats_from_files": "batchrunner.report.files",
     "RetryPolicy": "batchrunner.endpoint.retry",
     "RunSummary": "batchrunner.pipeline.runner",
     "Runner": "batchrunner.pipeline.runner",
-    "run": "batchrunner.pipeline.runner",
+    "run": "batchrunner.launch.run",
     "RESULT_FIELDS": "batchrunner.results",
     "RESULT_SCHEMA": "batchrunner.results",
     "Result": "batchrunner.results",
     "RunStats": "batchrunner.stats.run_stats",
     "StatsSnapshot": "batchrunner.stats.run_stats",
-    "Usage": "batchrunner.endpoint.usage",
+    "Usage": "batchrunner.results",
     "normalize_usage": "batchrunner.endpoint.usage",
 }
 

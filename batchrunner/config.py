@@ -9,19 +9,152 @@ which the command makes before pyarrow loads (``batchrunner.pipeline.allocators`
 
 from __future__ import annotations
 
+import functools
+import hmac
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, NoReturn
 
-from batchrunner.auth.tokens import AuthConfig, Secret
 from batchrunner.errors import ConfigError
-from batchrunner.input.bodies import RequestDefaults, RequestSpec, build_requests
-from batchrunner.input.readers import InputFields, InputRow
 
 DEFAULT_MODEL = "google/gemini-2.5-flash"
+
+
+@functools.lru_cache(maxsize=256)
+def model_family(model: str) -> str:
+    """Return ``"gemini"`` for Google's models and ``"vllm"`` for everything else."""
+    name = model.strip().lower()
+    publisher, _, bare = name.rpartition("/")
+    if publisher.endswith("google") or bare.startswith("gemini"):
+        return "gemini"
+    return "vllm"
+
+
+# --- secrets: API keys and tokens travel wrapped, and never show themselves --------------
+
+_PLACEHOLDER: Final = "Secret('***')"
+
+
+class Secret:
+    """A secret string: hashable and comparable, but never printed."""
+
+    __slots__ = ("_value",)
+
+    _value: str
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret wraps a str")
+        object.__setattr__(self, "_value", value)
+
+    def reveal(self) -> str:
+        """Return the wrapped value; call only where it goes on the wire."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return _PLACEHOLDER
+
+    __str__ = __repr__
+
+    def __format__(self, format_spec: str) -> str:
+        return format(_PLACEHOLDER, format_spec)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        # Constant-time, so comparing secrets leaks nothing through timing.
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("Secret is immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("Secret is immutable")
+
+    def __copy__(self) -> Secret:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Secret:
+        return self
+
+    def __reduce__(self) -> NoReturn:
+        # Pickling would write the value out in clear; a secret stays in this process.
+        raise TypeError("a Secret cannot be pickled")
+
+
+# --- what a run reads, sends and authenticates with ---------------------------------------
+
+CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
+AUTH_MODES: Final = ("auto", "adc", "static", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Where access tokens come from; built once by the config layer."""
+
+    mode: str = "auto"
+    static_token: Secret | None = None
+    credentials_file: str | None = None
+    impersonate_service_account: str | None = None
+    quota_project: str | None = None
+    scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,)
+
+    def __post_init__(self) -> None:
+        if self.mode not in AUTH_MODES:
+            raise ConfigError(
+                f"unknown auth mode {self.mode!r}: expected one of {', '.join(AUTH_MODES)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class InputFields:
+    """Which input columns hold what."""
+
+    id: str = "id"
+    prompt: str = "prompt"
+    messages: str = "messages"
+    system: str = "system"
+    model: str = "model"
+    params: str = "params"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDefaults:
+    """Run-wide request settings; a row's own values win over these."""
+
+    system: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    google: Mapping[str, Any] = field(default_factory=dict)
+    stream: bool = False
+
+
+# --- shards: what the output of one shard of a job is called ------------------------------
+
+SHARD_SUFFIX: Final = re.compile(r"\.shard-(\d{5,})-of-(\d{5,})$")
+
+
+def shard_name(index: int, count: int) -> str:
+    """``shard-00003-of-00016``: sorts in shard order, like the files of a sharded dataset."""
+    if not 0 <= index < count:
+        raise ValueError(f"need 0 <= index < count, got {index}/{count}")
+    return f"shard-{index:05d}-of-{count:05d}"
+
+
+def shard_path(path: str | os.PathLike[str], index: int, count: int) -> Path:
+    """Where shard ``index`` of ``count`` writes: ``out.parquet`` → ``out.shard-…-of-….parquet``."""
+    p = Path(path)
+    suffix = p.suffix
+    return p.with_name(f"{p.name.removesuffix(suffix)}.{shard_name(index, count)}{suffix}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +228,6 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed cannot be combined")
-
-    def requests_for(self, row: InputRow) -> list[RequestSpec]:
-        """The requests this run sends for ``row``; raises ``RowProblem`` for an unusable row."""
-        return build_requests(
-            row,
-            fields=self.fields,
-            models=self.models,
-            default_model=self.default_model,
-            defaults=self.request,
-        )
 
 
 # Names a job file may use at its top level, with their RunConfig field.
@@ -241,8 +364,6 @@ def build_config(
         values["base_url"] = env["OPENAI_BASE_URL"]
     shard = _shard(merged.get("shard"), merged.get("shard_count"), env)
     if shard is not None:
-        from batchrunner.input.shards import shard_path
-
         values["shard"] = shard
         values["output"] = shard_path(values["output"], *shard)
         if "summary_path" in values:

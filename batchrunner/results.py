@@ -2,17 +2,51 @@
 
 ``RESULT_FIELDS`` is the column order; ``RESULT_SCHEMA`` the Arrow schema that Parquet
 output uses. JSONL output writes the same names, with timestamps as ISO-8601 UTC strings.
+Beside it, the values a row's result is made from: the ``RequestSpec`` sent, the ``Usage``
+counted, and the one UTC clock (:func:`utc_now`) that stamps them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 import pyarrow as pa
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC: every timestamp batchrunner writes or compares."""
+    return datetime.now(UTC)
+
+
+class RequestSpec(NamedTuple):
+    """One request to send: the row it came from, the model, the encoded body and its size."""
+
+    row: int
+    id: str
+    model: str
+    body: bytes
+    input_tokens: int  # estimated from the text
+    max_output_tokens: int | None  # the request's own cap, when it sets one
+    stream: bool
+
+
+class Usage(NamedTuple):
+    """Normalized token counts of one response; ``None`` where the server did not say.
+
+    A named tuple rather than a frozen dataclass: one is built for every answer, and a
+    frozen dataclass's ``__init__`` costs several times as much.
+    """
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None  # every generated token, reasoning included
+    reasoning_tokens: int | None = None  # the reasoning part of completion_tokens
+    cached_tokens: int | None = None  # the cached part of prompt_tokens
+    total_tokens: int | None = None  # prompt + completion
+    traffic_type: str | None = None  # usage.extra_properties.google.traffic_type
 
 
 @dataclass

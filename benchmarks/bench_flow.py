@@ -45,8 +45,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # runnable from a checkout without installing
 
-from batchrunner.auth.tokens import Secret, StaticAuthenticator  # noqa: E402
-from batchrunner.config import RunConfig  # noqa: E402
+from batchrunner.auth.tokens import StaticAuthenticator  # noqa: E402
+from batchrunner.config import RunConfig, Secret  # noqa: E402
 from batchrunner.endpoint.retry import RetryPolicy  # noqa: E402
 from batchrunner.pipeline.runner import Runner  # noqa: E402
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator  # noqa: E402

@@ -34,8 +34,9 @@ from batchrunner.auth.refresh import (
     backoff,
     summarize,
 )
-from batchrunner.auth.secret import Secret
-from batchrunner.errors import AuthError, ConfigError
+from batchrunner.config import AuthConfig, Secret
+from batchrunner.errors import AuthError
+from batchrunner.results import utc_now
 
 __all__ = [
     "AuthConfig",
@@ -46,13 +47,10 @@ __all__ = [
     "Secret",
     "StaticAuthenticator",
     "build_authenticator",
-    "utcnow",
 ]
 
 logger = logging.getLogger(__name__)
 
-CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
-AUTH_MODES: Final = ("auto", "adc", "static", "none")
 
 #: Renew when less than min(RENEW_AHEAD_MAX, RENEW_AHEAD_FRACTION x lifetime) remains.
 RENEW_AHEAD_MAX: Final = timedelta(minutes=5)
@@ -74,29 +72,6 @@ STATIC_REJECTED_MESSAGE: Final = (
     "(`gcloud auth application-default login` or a service-account key in "
     "GOOGLE_APPLICATION_CREDENTIALS), which are renewed automatically"
 )
-
-
-def utcnow() -> datetime:
-    """The current time as naive UTC, the convention of google-auth's ``expiry``."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True, slots=True)
-class AuthConfig:
-    """Where access tokens come from; built once by the config layer."""
-
-    mode: str = "auto"
-    static_token: Secret | None = None
-    credentials_file: str | None = None
-    impersonate_service_account: str | None = None
-    quota_project: str | None = None
-    scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,)
-
-    def __post_init__(self) -> None:
-        if self.mode not in AUTH_MODES:
-            raise ConfigError(
-                f"unknown auth mode {self.mode!r}: expected one of {', '.join(AUTH_MODES)}"
-            )
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -208,7 +183,7 @@ class RefreshingAuthenticator:
         *,
         source: str,
         quota_project: str | None = None,
-        clock: Clock = utcnow,
+        clock: Clock = utc_now,
         sleep: Sleep = anyio.sleep,
         request_factory: Callable[[], object] = _BoundedRequest,
         rng: random.Random | None = None,
@@ -239,7 +214,7 @@ class RefreshingAuthenticator:
 
     @property
     def renew_at(self) -> datetime | None:
-        """When the current token is due for renewal (naive UTC); None: never."""
+        """When the current token is due for renewal (UTC); None: never."""
         return self._renew_at
 
     def _usable(self, now: datetime) -> bool:
@@ -332,6 +307,8 @@ class RefreshingAuthenticator:
             self._request = self._request_factory()
         self._credentials.refresh(self._request)
         token, expiry = self._credentials.token, self._credentials.expiry
+        if expiry is not None and expiry.tzinfo is None:
+            expiry = expiry.replace(tzinfo=UTC)  # google-auth's expiry is naive UTC
         if not token:
             raise UnusableTokenError("the credential returned no access token")
         return token, expiry
@@ -367,7 +344,7 @@ class RefreshingAuthenticator:
 def build_authenticator(
     config: AuthConfig,
     *,
-    clock: Clock = utcnow,
+    clock: Clock = utc_now,
     sleep: Sleep = anyio.sleep,
 ) -> Authenticator:
     """The authenticator ``config`` asks for.

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
-    from batchrunner.report.render import render, stats_from_files
+    from batchrunner.report.files import stats_from_files
+    from batchrunner.report.render import render
 
     for path in ns.results:
         if not Path(path).exists():
@@ -64,7 +65,7 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 
 
 def _cmd_merge(ns: argparse.Namespace) -> int:
-    from batchrunner.input.shards import merge_shards
+    from batchrunner.output.merge import merge_shards
 
     setup_logging(0)
     merged = merge_shards(ns.output, count=ns.shards, ordered=ns.ordered)

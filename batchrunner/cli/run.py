@@ -270,8 +270,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         print(dryrun.render(dryrun.estimate(config, prices)))
         return 0
     from batchrunner.cli.progress import ProgressDisplay, expected_requests
+    from batchrunner.launch.run import run
     from batchrunner.pipeline.gctune import collect_less_often
-    from batchrunner.pipeline.runner import run
     from batchrunner.report.render import render_summary
 
     mode = ns.progress

@@ -18,7 +18,7 @@ from batchrunner.auth.tokens import Authenticator, AuthHeaders
 from batchrunner.endpoint.http_errors import error_from_response, truncated_stream_error
 from batchrunner.endpoint.wire import Wire, WireResponse
 from batchrunner.errors import AuthError, RequestError
-from batchrunner.input.bodies import RequestSpec
+from batchrunner.results import RequestSpec
 
 _HEADERS = {"Content-Type": "application/json", "User-Agent": "batchrunner"}
 _SSE_HEADERS = {**_HEADERS, "Accept": "text/event-stream"}

@@ -8,39 +8,15 @@ is every generated token billed as output, reasoning included.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping
-from typing import NamedTuple
+
+from batchrunner.config import model_family
+from batchrunner.results import Usage
 
 __all__ = ["Usage", "model_family", "normalize_usage"]
 
 logger = logging.getLogger(__name__)
-
-
-class Usage(NamedTuple):
-    """Normalized token counts of one response; ``None`` where the server did not say.
-
-    A named tuple rather than a frozen dataclass: one is built for every answer, and a
-    frozen dataclass's ``__init__`` costs several times as much.
-    """
-
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None  # every generated token, reasoning included
-    reasoning_tokens: int | None = None  # the reasoning part of completion_tokens
-    cached_tokens: int | None = None  # the cached part of prompt_tokens
-    total_tokens: int | None = None  # prompt + completion
-    traffic_type: str | None = None  # usage.extra_properties.google.traffic_type
-
-
-@functools.lru_cache(maxsize=256)
-def model_family(model: str) -> str:
-    """Return ``"gemini"`` for Google's models and ``"vllm"`` for everything else."""
-    name = model.strip().lower()
-    publisher, _, bare = name.rpartition("/")
-    if publisher.endswith("google") or bare.startswith("gemini"):
-        return "gemini"
-    return "vllm"
 
 
 def _count(value: object) -> int | None:

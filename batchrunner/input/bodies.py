@@ -8,12 +8,13 @@ nested ``extra_body.google`` key; tools, response formats and unknown parameters
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
-from batchrunner.input.readers import InputFields, InputRow
+from batchrunner.config import InputFields, RequestDefaults, RunConfig
+from batchrunner.input.readers import InputRow
+from batchrunner.results import RequestSpec
 
 # OpenAI request parameters recognised as top-level input columns. Anything else at the top
 # level is row metadata (labels, categories) and is not sent; put it under `params` to send it.
@@ -52,28 +53,6 @@ TOKENS_PER_MESSAGE = 4
 
 class RowProblem(ValueError):
     """An input row that cannot become a request; the message names what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class RequestDefaults:
-    """Run-wide request settings; a row's own values win over these."""
-
-    system: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    google: Mapping[str, Any] = field(default_factory=dict)
-    stream: bool = False
-
-
-class RequestSpec(NamedTuple):
-    """One request to send: the row it came from, the model, the encoded body and its size."""
-
-    row: int
-    id: str
-    model: str
-    body: bytes
-    input_tokens: int  # estimated from the text
-    max_output_tokens: int | None  # the request's own cap, when it sets one
-    stream: bool
 
 
 def estimate_text_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -241,3 +220,14 @@ def build_requests(
             RequestSpec(row.index, row.id, model, encoded, input_tokens, max_output, stream)
         )
     return specs
+
+
+def requests_for(config: RunConfig, row: InputRow) -> list[RequestSpec]:
+    """The requests ``config``'s run sends for ``row``; raises ``RowProblem`` if unusable."""
+    return build_requests(
+        row,
+        fields=config.fields,
+        models=config.models,
+        default_model=config.default_model,
+        defaults=config.request,
+    )

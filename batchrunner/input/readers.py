@@ -17,21 +17,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrunner.config import InputFields
 from batchrunner.errors import InputFileError
 
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
-
-@dataclass(frozen=True, slots=True)
-class InputFields:
-    """Which input columns hold what."""
-
-    id: str = "id"
-    prompt: str = "prompt"
-    messages: str = "messages"
-    system: str = "system"
-    model: str = "model"
-    params: str = "params"
+_DEFAULT_FIELDS = InputFields()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +134,7 @@ def check_input(path: str | Path) -> Path:
 
 
 def read_rows(
-    path: str | Path, fields: InputFields = InputFields(), select: RowSelection | None = None
+    path: str | Path, fields: InputFields = _DEFAULT_FIELDS, select: RowSelection | None = None
 ) -> Iterator[InputRow | BadRow]:
     """Yield the input's records one by one, in file order; only those in ``select`` if given.
 

@@ -215,3 +215,10 @@ class LimiterStatistics:
     """A snapshot of every model the limiter has seen."""
 
     models: Mapping[str, ModelStatistics]
+
+
+def share(value: float | None, shard: tuple[int, int] | None) -> float | None:
+    """One shard's share of a whole job's rate limit."""
+    if value is None or shard is None:
+        return value
+    return value / shard[1]

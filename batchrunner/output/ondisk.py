@@ -83,6 +83,10 @@ def parts_dir(path: Path) -> Path:
     return path.with_name(path.name + ".parts")
 
 
+def lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
 def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + ".run.json")
 

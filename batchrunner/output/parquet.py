@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -32,6 +32,7 @@ from batchrunner.output.durable import (
     write_atomically,
 )
 from batchrunner.output.journal import read_journal, read_lines
+from batchrunner.output.lock import OutputLock
 from batchrunner.output.ondisk import (
     journal_path,
     part_path,
@@ -40,9 +41,6 @@ from batchrunner.output.ondisk import (
     scan_parts,
 )
 from batchrunner.results import Result, result_line
-
-if TYPE_CHECKING:
-    from batchrunner.output.writers import OutputLock
 
 __all__ = ["ParquetWriter"]
 

@@ -1,13 +1,12 @@
-"""Reading result files back: JSONL or Parquet rows as ``Result`` objects, and their statistics.
+"""Reading result files back: JSONL or Parquet rows as ``Result`` objects.
 
 :func:`load_results` streams rows from any number of result files (JSONL, gzipped JSONL or
-Parquet), naming the file and line of a row it cannot read; :func:`stats_from_files`
-aggregates them, pairing models by id for a comparison when several models answered.
+Parquet), naming the file and line of a row it cannot read; ``batchrunner.report.files``
+adds them up.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import logging
 import os
@@ -22,9 +21,8 @@ import pyarrow.parquet as pq
 
 from batchrunner.errors import InputFileError
 from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
-from batchrunner.stats.run_stats import ComparisonBuilder, RunStats, StatsSnapshot
 
-__all__ = ["STATS_COLUMNS", "load_results", "read_run_stats", "stats_from_files"]
+__all__ = ["STATS_COLUMNS", "load_results"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,26 +202,3 @@ def _result(data: Mapping[str, object], origin: str) -> Result:
         values[_ATTEMPTS] = 0
     # Positional: far cheaper than keywords for a 28-field dataclass, on every row read.
     return Result(*values)  # type: ignore[arg-type]
-
-
-def read_run_stats(paths: Sequence[str | os.PathLike[str]]) -> RunStats:
-    """The rows of result files added up, in one streaming pass."""
-    stats = RunStats()
-    for result in load_results(paths, columns=STATS_COLUMNS):
-        stats.add(result)
-    return stats
-
-
-def stats_from_files(paths: Sequence[str | os.PathLike[str]]) -> StatsSnapshot:
-    """Statistics of result files, with a comparison when several models answered.
-
-    The figures come from one streaming pass; the comparison, which needs every model's
-    row for each id, is built in a second pass only when there are several models.
-    """
-    snapshot = read_run_stats(paths).snapshot()
-    if len(snapshot.models) < 2:
-        return snapshot
-    builder = ComparisonBuilder(m.model for m in snapshot.models)
-    for result in load_results(paths, columns=STATS_COLUMNS):
-        builder.add(result)
-    return dataclasses.replace(snapshot, comparison=builder.build())

@@ -12,7 +12,6 @@ Writers are synchronous and not thread-safe: one thread (the run's writer task, 
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -30,6 +29,7 @@ from batchrunner.output.durable import (
     temp_path,
     write_all,
 )
+from batchrunner.output.lock import OutputLock
 from batchrunner.output.ondisk import output_format, parse_line, parts_dir
 from batchrunner.output.parquet import ParquetWriter
 from batchrunner.output.resume import not_our_output
@@ -100,44 +100,6 @@ def open_writer(
     except BaseException:
         lock.release()
         raise
-
-
-class OutputLock:
-    """An advisory lock on ``OUTPUT.lock``: one run writes an OUTPUT at a time.
-
-    Two runs appending to one OUTPUT (an overlapping nightly job) would each send the rows
-    the other has not finished yet. The lock file is removed when the writer finishes.
-    """
-
-    __slots__ = ("_fd", "_path")
-
-    def __init__(self, path: Path, fd: int) -> None:
-        self._path = path
-        self._fd = fd
-
-    @classmethod
-    def acquire(cls, out: Path) -> OutputLock:
-        path = out.with_name(out.name + ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise OutputError(
-                f"{out} is being written by another batchrunner run; wait for it to finish, "
-                "or choose another -o"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        return cls(path, fd)
-
-    def release(self) -> None:
-        if self._fd < 0:
-            return
-        remove_quietly(self._path)
-        os.close(self._fd)
-        self._fd = -1
 
 
 def _wipe(out: Path) -> None:

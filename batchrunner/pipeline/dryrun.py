@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from batchrunner.config import RunConfig
-from batchrunner.endpoint.usage import Usage
-from batchrunner.input.bodies import RowProblem
+from batchrunner.input.bodies import RowProblem, requests_for
 from batchrunner.input.readers import BadRow
 from batchrunner.input.shards import read_shard_rows
+from batchrunner.results import Usage
 from batchrunner.stats.pricing import PriceTable
 
 ASSUMED_OUTPUT_TOKENS = 256
@@ -53,7 +53,7 @@ def estimate(
                 result.problems.append(f"{row.where}: {row.problem}")
             continue
         try:
-            specs = config.requests_for(row)
+            specs = requests_for(config, row)
         except RowProblem as exc:
             result.bad_rows += 1
             if len(result.problems) < 5:

@@ -16,7 +16,7 @@ from typing import Protocol
 import anyio
 
 from batchrunner.config import RunConfig
-from batchrunner.input.bodies import RequestSpec, RowProblem, row_models
+from batchrunner.input.bodies import RowProblem, requests_for, row_models
 from batchrunner.input.readers import BadRow, InputRow
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.idset import IdSet
@@ -24,8 +24,8 @@ from batchrunner.output.ondisk import key_of
 from batchrunner.output.resume import ResumeState
 from batchrunner.pipeline.counters import Counters
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
-from batchrunner.pipeline.sender import Sender, now_utc
-from batchrunner.results import Result
+from batchrunner.pipeline.sender import Sender
+from batchrunner.results import RequestSpec, Result, utc_now
 
 __all__ = ["Producer"]
 
@@ -86,7 +86,7 @@ class Producer:
                         await self._reject(row, row.problem, results)
                         continue
                     try:
-                        built = cfg.requests_for(row)
+                        built = requests_for(cfg, row)
                     except RowProblem as exc:
                         await self._reject(row, str(exc), results)
                         continue
@@ -120,7 +120,7 @@ class Producer:
                 models = list(cfg.models) or [cfg.default_model]
         else:
             models = list(cfg.models) or [cfg.default_model]
-        now = now_utc()
+        now = utc_now()
         for model in models:
             if state.is_done(row.id, model, retry_failed=cfg.retry_failed):
                 self.counters.skipped += 1

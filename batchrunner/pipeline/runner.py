@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import anyio
 import anyio.abc
 import httpx
 
-from batchrunner.auth.tokens import AuthConfig, Authenticator, build_authenticator
+from batchrunner.auth.tokens import Authenticator, build_authenticator
 from batchrunner.config import RunConfig
 from batchrunner.endpoint.client import ChatClient
 from batchrunner.endpoint.retry import RetryPolicy
@@ -35,10 +34,9 @@ from batchrunner.errors import (
     ConfigError,
     OutputError,
 )
-from batchrunner.input.bodies import RequestSpec
 from batchrunner.input.readers import check_input
-from batchrunner.input.shards import share
 from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
+from batchrunner.limits.seam import share
 from batchrunner.output.resume import ResumeState, check_identity, load_resume_state, run_identity
 from batchrunner.output.writers import ResultWriter, open_writer
 from batchrunner.pipeline.counters import Counters
@@ -46,7 +44,7 @@ from batchrunner.pipeline.producer import READ_CHUNK, Producer
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
 from batchrunner.pipeline.run_control import RunControl
 from batchrunner.pipeline.sender import Sender
-from batchrunner.results import Result
+from batchrunner.results import RequestSpec, Result
 from batchrunner.stats.pricing import PriceTable
 from batchrunner.stats.run_stats import RunStats, StatsSnapshot
 
@@ -148,7 +146,7 @@ class Runner:
         )
 
     async def run(self) -> RunSummary:
-        """Run the batch; with ``config.simulate``, against a simulator started for the run.
+        """Run the batch against ``url``, or the target the config names.
 
         Raises ``UsageError`` (bad input file, config) before anything is sent, and
         ``BatchRunnerError`` subclasses rather than exception groups.
@@ -162,29 +160,14 @@ class Runner:
             raise first from None
 
     async def _run_target(self) -> RunSummary:
-        options = self.config.simulate
-        if options is None or self._url is not None:
-            return await self._run(self._resolve_url())
-        from batchrunner.simulator import SimulatorConfig, open_simulator
-
-        sim_config = SimulatorConfig(
-            latency=options.latency,
-            seed=options.seed,
-            error_rate=options.error_rate,
-            rpm_quota=options.rpm_quota,
-            tpm_quota=options.tpm_quota,
-            token_ttl=options.token_ttl,
-        )
-        async with open_simulator(sim_config) as sim:
-            with tempfile.TemporaryDirectory(prefix="batchrunner-sim-") as tmp:
-                key_file = sim.write_credentials(Path(tmp) / "service-account.json")
-                if self._auth is None:
-                    self._auth = build_authenticator(
-                        AuthConfig(mode="adc", credentials_file=str(key_file))
-                    )
-                location = self.config.location
-                base = sim.base_url(location, self.config.api_version, self.config.endpoint_id)
-                return await self._run(chat_completions_url(base))
+        if self.config.simulate is not None and self._url is None:
+            # The simulator is started above the pipeline (batchrunner.run), which passes
+            # its URL and credentials in; a Runner built by hand must do the same.
+            raise ConfigError(
+                "RunConfig.simulate is started by batchrunner.run(); a Runner needs url= "
+                "and authenticator= for a simulator it did not start"
+            )
+        return await self._run(self._resolve_url())
 
     async def _run(self, url: str) -> RunSummary:
         cfg = self.config
@@ -387,12 +370,3 @@ def _first_batchrunner_error(group: BaseExceptionGroup[Any]) -> BatchRunnerError
             if found is not None:
                 return found
     return None
-
-
-def run(config: RunConfig, **kwargs: Any) -> RunSummary:
-    """Run a batch to completion from synchronous code (a script, a notebook cell)."""
-
-    async def main() -> RunSummary:
-        return await Runner(config, **kwargs).run()
-
-    return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})

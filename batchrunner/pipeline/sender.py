@@ -7,17 +7,16 @@ raises ``AbortError`` only when the whole run cannot go on (no credentials).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
 from batchrunner.endpoint.client import Answer, ChatClient
 from batchrunner.endpoint.http_errors import error_from_exception
 from batchrunner.endpoint.retry import RetryPolicy, call_with_retries
-from batchrunner.endpoint.usage import Usage, normalize_usage
+from batchrunner.endpoint.usage import normalize_usage
 from batchrunner.errors import AbortError, RequestError
-from batchrunner.input.bodies import RequestSpec
 from batchrunner.limits.seam import Limiter, Outcome, TokenEstimate
 from batchrunner.pipeline.counters import Counters
-from batchrunner.results import Result
+from batchrunner.results import RequestSpec, Result, Usage, utc_now
 from batchrunner.stats.pricing import PriceTable
 from batchrunner.stats.run_stats import RunStats
 
@@ -28,11 +27,6 @@ _AVERAGE_WINDOW = 1000
 
 
 _NO_USAGE = Usage()
-
-
-def now_utc() -> datetime:
-    """The current time, timezone-aware UTC, as result rows record it."""
-    return datetime.now(UTC)
 
 
 class Sender:
@@ -81,7 +75,7 @@ class Sender:
         cost_guess = self.estimated_cost(spec.model, estimate)
         counters = self._counters
         limiter = self._limiter
-        started_at = now_utc()
+        started_at = utc_now()
         attempts = 0
         last_status: int | None = None
         usage = _NO_USAGE
@@ -165,7 +159,7 @@ class Sender:
             error_type=error.error_type,
             error_message=error.message,
             started_at=started_at,
-            finished_at=now_utc(),
+            finished_at=utc_now(),
         )
 
     def _ok_result(
@@ -216,5 +210,5 @@ class Sender:
             response_id=answer.response_id,
             traffic_type=usage.traffic_type,
             started_at=started_at,
-            finished_at=now_utc(),
+            finished_at=utc_now(),
         )

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from batchrunner.report.render import Section, fmt_int, fmt_num, fmt_s, fmt_usd, sections
+from batchrunner.report.sections import Section, fmt_int, fmt_num, fmt_s, fmt_usd, sections
 from batchrunner.stats.run_stats import Distribution, ModelStats, StatsSnapshot
 
 __all__ = ["render_html"]

@@ -30,23 +30,17 @@ import numpy as np
 import ray
 import ray.data
 
-from batchrunner.auth.tokens import Secret
-from batchrunner.config import RunConfig
+from batchrunner.config import RunConfig, Secret, shard_path
 from batchrunner.errors import AbortError, BatchRunnerError, ConfigError
 from batchrunner.input.readers import check_input
-from batchrunner.input.shards import (
-    find_shards,
-    merge_run_stats,
-    merge_shards,
-    plan_shards,
-    shard_path,
-)
+from batchrunner.input.shards import plan_shards
 from batchrunner.limits.local import LimitConfig
 from batchrunner.limits.ray import RayLimiter, start_limiter
-from batchrunner.output.read import read_run_stats
+from batchrunner.output.merge import find_shards, merge_shards
 from batchrunner.output.resume import load_resume_state
 from batchrunner.pipeline.gctune import collect_less_often
 from batchrunner.pipeline.runner import Runner, RunSummary
+from batchrunner.report.files import read_run_stats
 from batchrunner.stats.run_stats import RunStats
 
 __all__ = ["ShardRunner", "run_on_ray"]
@@ -228,7 +222,10 @@ def _job_summary(
         stats = read_run_stats(files).snapshot(wall_s=wall_s)
     else:
         # Unfinished shards cannot be read back: count what the last attempts wrote.
-        merged = merge_run_stats(o.stats for o in outcomes if o.stats is not None)
+        merged = RunStats()
+        for o in outcomes:
+            if o.stats is not None:
+                merged.merge(o.stats)
         stats = merged.snapshot(wall_s=wall_s)
     # Rows committed by an attempt whose worker died were skipped by the attempt that
     # finished its shard: this job wrote them, no earlier run did.

@@ -3,6 +3,10 @@
 It serves the Vertex URL grammar, bearer-token checks, an OAuth token endpoint and the GCE
 metadata token routes, Gemini and gpt-oss answer shapes (streamed and not), Google error
 envelopes, quotas, a latency model and fault injection, and records what it served.
+
+A sealed room: its modules import one another relatively and nothing else of batchrunner,
+so that it behaves like the real service rather than like the client; ``cli`` and
+``launch`` import it, through the names in ``__all__``.
 """
 
 from __future__ import annotations

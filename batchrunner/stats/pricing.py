@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from batchrunner.endpoint.usage import Usage
 from batchrunner.errors import ConfigError
+from batchrunner.results import Usage
 
 __all__ = ["Price", "PriceTable"]
 

@@ -249,6 +249,11 @@ class RunStats:
     def __init__(self) -> None:
         self._models: dict[str, _Accumulator] = {}
 
+    def merge(self, other: RunStats) -> None:
+        """Add the rows ``other`` holds (another shard of the same job) to these."""
+        for model, acc in other._models.items():
+            self._of(model).merge(acc)
+
     def _of(self, model: str) -> _Accumulator:
         acc = self._models.get(model)
         if acc is None:

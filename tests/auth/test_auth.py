@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import traceback
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -21,14 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from batchrunner.auth import credentials
 from batchrunner.auth import refresh as refresh_failures
 from batchrunner.auth import tokens as auth
-from batchrunner.auth.secret import Secret
 from batchrunner.auth.tokens import (
-    AuthConfig,
     AuthHeaders,
     RefreshingAuthenticator,
     StaticAuthenticator,
     build_authenticator,
 )
+from batchrunner.config import AuthConfig, Secret
 from batchrunner.errors import AuthError, ConfigError
 from batchrunner.simulator import SimulatorConfig, open_simulator
 
@@ -41,10 +40,10 @@ def anyio_backend() -> str:
 
 
 class FakeClock:
-    """Naive-UTC time that moves only when told to."""
+    """UTC time that moves only when told to."""
 
     def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1)
+        self.now = datetime(2030, 1, 1, tzinfo=UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -105,8 +104,11 @@ class FakeCredentials:
         if self.errors:
             raise self.errors.pop(0)
         self.token = f"ya29.{SECRET_MARK}-{self.calls}"
+        # google-auth keeps expiry as naive UTC
         self.expiry = (
-            None if self.lifetime is None else self.clock() + timedelta(seconds=self.lifetime)
+            None
+            if self.lifetime is None
+            else (self.clock() + timedelta(seconds=self.lifetime)).replace(tzinfo=None)
         )
 
 
@@ -201,7 +203,9 @@ class CachingCredentials(FakeCredentials):
     """Like a metadata server: hands out its cached token until 60 s before it expires."""
 
     def refresh(self, request: object) -> None:
-        if self.expiry is not None and self.expiry - self.clock() > timedelta(seconds=60):
+        if self.expiry is not None and self.expiry - self.clock().replace(tzinfo=None) > timedelta(
+            seconds=60
+        ):
             self.calls += 1
             return
         super().refresh(request)
@@ -409,7 +413,9 @@ async def test_refresh_failing_after_the_token_expired_raises_auth_error() -> No
     with pytest.raises(AuthError) as caught:
         await authenticator.run()
     assert sleep.delays[0] == pytest.approx(450)
-    assert clock() >= datetime(2030, 1, 1) + timedelta(seconds=590)  # kept trying until expiry
+    assert clock() >= datetime(2030, 1, 1, tzinfo=UTC) + timedelta(
+        seconds=590
+    )  # kept trying until expiry
     message = str(caught.value)
     assert "\n" not in message
     assert "fake credentials" in message

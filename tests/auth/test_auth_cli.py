@@ -14,7 +14,7 @@ import pytest
 
 from batchrunner.simulator import Simulator, SimulatorConfig, start_simulator_thread
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

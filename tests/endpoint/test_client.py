@@ -10,7 +10,7 @@ import pytest
 from batchrunner.endpoint.client import ChatClient
 from batchrunner.endpoint.wire import HttpxWire
 from batchrunner.errors import AuthError, RequestError
-from batchrunner.input.bodies import RequestSpec
+from batchrunner.results import RequestSpec
 from tests.conftest import RotatingAuth
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from batchrunner.endpoint.usage import Usage, model_family, normalize_usage
+from batchrunner.config import model_family
+from batchrunner.endpoint.usage import normalize_usage
+from batchrunner.results import Usage
 
 GEMINI_RAW: dict[str, Any] = {
     "completion_tokens": 566,

@@ -5,8 +5,9 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrunner.input.bodies import RequestDefaults, RowProblem, build_requests
-from batchrunner.input.readers import InputFields, InputRow
+from batchrunner.config import InputFields, RequestDefaults
+from batchrunner.input.bodies import RowProblem, build_requests
+from batchrunner.input.readers import InputRow
 
 
 def _row(record: dict[str, Any]) -> InputRow:

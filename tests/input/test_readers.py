@@ -7,8 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchrunner.config import InputFields
 from batchrunner.errors import InputFileError
-from batchrunner.input.readers import BadRow, InputFields, InputRow, read_rows
+from batchrunner.input.readers import BadRow, InputRow, read_rows
 
 
 def test_jsonl_rows_stream_in_order_with_positional_ids_for_rows_without_id(tmp_path: Path) -> None:

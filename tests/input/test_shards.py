@@ -13,19 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner.config import build_config
+from batchrunner.config import InputFields, build_config, shard_path
 from batchrunner.errors import ConfigError
-from batchrunner.input.readers import InputFields, RowSelection, read_rows
-from batchrunner.input.shards import (
-    find_shards,
-    merge_shards,
-    plan_shard,
-    plan_shards,
-    read_shard_rows,
-    shard_path,
-    share,
-)
-from batchrunner.report.render import load_results
+from batchrunner.input.readers import RowSelection, read_rows
+from batchrunner.input.shards import plan_shard, plan_shards, read_shard_rows
+from batchrunner.limits.seam import share
+from batchrunner.output.merge import find_shards, merge_shards
+from batchrunner.output.read import load_results
 from batchrunner.simulator import SimulatorConfig, start_simulator_thread
 
 TOKEN = "shard-test-token"

@@ -23,7 +23,7 @@ import pytest
 
 from batchrunner.simulator import Simulator, SimulatorConfig, start_simulator_thread
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "ya29.crash-test-token"
 N_ROWS = 400
 CONCURRENCY = 16

@@ -166,7 +166,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 def run_killed(out: Path) -> None:
     """Write in a child process that is then killed with SIGKILL: no close, no abort."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     child = subprocess.run(
         [sys.executable, "-c", KILLED_RUN, str(out)], env=env, capture_output=True, check=False
     )
@@ -217,7 +217,7 @@ def test_kill_9_at_any_moment_loses_no_row_that_write_returned_from(
     tmp_path: Path, fmt: str
 ) -> None:
     out = tmp_path / f"out.{fmt}"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     child = subprocess.Popen(
         [sys.executable, "-c", ENDLESS_RUN, str(out)], env=env, stdout=subprocess.PIPE
     )

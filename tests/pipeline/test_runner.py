@@ -13,11 +13,10 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from batchrunner.auth.tokens import Secret, StaticAuthenticator
-from batchrunner.config import RunConfig
+from batchrunner.auth.tokens import StaticAuthenticator
+from batchrunner.config import RequestDefaults, RunConfig, Secret
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.errors import AbortError
-from batchrunner.input.bodies import RequestDefaults
 from batchrunner.limits.local import LimitConfig, LocalLimiter
 from batchrunner.pipeline.first_answers import FIRST_ANSWERS
 from batchrunner.pipeline.runner import Runner, RunSummary

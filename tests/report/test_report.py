@@ -16,13 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrunner.errors import InputFileError
-from batchrunner.report.render import (
-    FORMATS,
-    load_results,
-    render,
-    render_summary,
-    stats_from_files,
-)
+from batchrunner.output.read import load_results
+from batchrunner.report.files import stats_from_files
+from batchrunner.report.render import FORMATS, render, render_summary
 from batchrunner.results import RESULT_SCHEMA, Result
 from batchrunner.stats.run_stats import StatsSnapshot
 

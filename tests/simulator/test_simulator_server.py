@@ -23,7 +23,7 @@ from batchrunner.simulator.answers import plan_answer
 from batchrunner.simulator.content import ChatRequest
 from batchrunner.simulator.latency import plan_timing
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_public_surface_is_exactly_all() -> None:

@@ -17,11 +17,10 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrunner.auth.tokens import Secret, StaticAuthenticator
+from batchrunner.auth.tokens import StaticAuthenticator
 from batchrunner.cli.main import main as cli_main
-from batchrunner.config import RunConfig
+from batchrunner.config import RequestDefaults, RunConfig, Secret
 from batchrunner.endpoint.retry import RetryPolicy
-from batchrunner.input.bodies import RequestDefaults
 from batchrunner.limits.local import LimitConfig, LocalLimiter
 from batchrunner.pipeline.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from batchrunner.endpoint.usage import Usage, normalize_usage
+from batchrunner.endpoint.usage import normalize_usage
 from batchrunner.errors import ConfigError
+from batchrunner.results import Usage
 from batchrunner.stats.pricing import Price, PriceTable
 
 REFERENCE_MODELS = (

@@ -1,0 +1,36 @@
+"""Running a batch to completion from synchronous code: ``batchrunner.run``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from batchrunner.config import RunConfig
+from batchrunner.launch.simulated import open_simulated_target
+from batchrunner.pipeline.runner import Runner, RunSummary
+
+__all__ = ["run", "run_async"]
+
+
+async def run_async(config: RunConfig, **kwargs: Any) -> RunSummary:
+    """Run a batch; with ``config.simulate``, against a simulator started for the run.
+
+    ``kwargs`` go to :class:`Runner` (an injected ``url`` means the simulator is not started).
+    """
+    if config.simulate is None or kwargs.get("url") is not None:
+        return await Runner(config, **kwargs).run()
+    async with open_simulated_target(config) as target:
+        if kwargs.get("authenticator") is None:
+            kwargs["authenticator"] = target.authenticator
+        kwargs["url"] = target.url
+        return await Runner(config, **kwargs).run()
+
+
+def run(config: RunConfig, **kwargs: Any) -> RunSummary:
+    """Run a batch to completion from synchronous code (a script, a notebook cell)."""
+
+    async def main() -> RunSummary:
+        return await run_async(config, **kwargs)
+
+    return anyio.run(main, backend="asyncio", backend_options={"use_uvloop": True})

@@ -1,0 +1,54 @@
+"""``RunConfig.simulate``: a simulator started for the run, and the target it serves.
+
+The run talks to it as to Vertex: over loopback HTTP, with a real google-auth service-account
+key whose token URI is the simulator's own token endpoint.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+from batchrunner.auth.tokens import Authenticator, build_authenticator
+from batchrunner.config import AuthConfig, RunConfig, SimulateOptions
+from batchrunner.simulator import SimulatorConfig, open_simulator
+
+__all__ = ["SimulatedTarget", "open_simulated_target"]
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedTarget:
+    """Where a simulated run sends its requests, and the credentials it sends them with."""
+
+    url: str  # the base URL: everything before /chat/completions
+    authenticator: Authenticator
+
+
+def simulator_config(options: SimulateOptions) -> SimulatorConfig:
+    return SimulatorConfig(
+        latency=options.latency,
+        seed=options.seed,
+        error_rate=options.error_rate,
+        rpm_quota=options.rpm_quota,
+        tpm_quota=options.tpm_quota,
+        token_ttl=options.token_ttl,
+    )
+
+
+@asynccontextmanager
+async def open_simulated_target(config: RunConfig) -> AsyncIterator[SimulatedTarget]:
+    """Start a simulator for ``config`` (its ``simulate`` options) until the block ends."""
+    options = config.simulate or SimulateOptions()
+    async with open_simulator(simulator_config(options)) as sim:
+        with tempfile.TemporaryDirectory(prefix="batchrunner-sim-") as tmp:
+            key_file = sim.write_credentials(Path(tmp) / "service-account.json")
+            auth = await anyio.to_thread.run_sync(
+                build_authenticator, AuthConfig(mode="adc", credentials_file=str(key_file))
+            )
+            base = sim.base_url(config.location, config.api_version, config.endpoint_id)
+            yield SimulatedTarget(base, auth)
