@@ -7,6 +7,7 @@ The library is the product; the ``batchrunner`` command only wraps it::
     summary = run(RunConfig(input=Path("prompts.jsonl"), output=Path("results.parquet"),
                             project="my-project", models=("google/gemini-2.5-flash",)))
 
+The names below are the whole public surface; the subpackages that define them are private.
 Importing the package loads none of its modules: each name is imported on first use, so
 that the command can choose process-wide settings (Arrow's allocator) before pyarrow loads.
 """
@@ -149,6 +150,10 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'batchrunner' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
+    if isinstance(value, type) or callable(value):
+        # One name, one path: reprs, tracebacks and docs say batchrunner.X, and pickles
+        # find it there (the defining submodule is private).
+        value.__module__ = __name__
     globals()[name] = value
     return value
 

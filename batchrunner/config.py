@@ -17,11 +17,33 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
 from batchrunner.errors import ConfigError
 
 DEFAULT_MODEL = "google/gemini-2.5-flash"
+
+#: The files batchrunner reads (inputs and result files), by suffix, with their format.
+READ_SUFFIXES: Final = MappingProxyType(
+    {".jsonl": "jsonl", ".ndjson": "jsonl", ".jsonl.gz": "jsonl.gz", ".parquet": "parquet"}
+)
+#: The files a run writes: OUTPUT's format comes from its suffix.
+WRITE_SUFFIXES: Final = (".jsonl", ".parquet")
+
+
+def file_format(path: str | os.PathLike[str]) -> str | None:
+    """``"jsonl"``, ``"jsonl.gz"`` or ``"parquet"`` from a file's name; None for another kind."""
+    name = os.fspath(path).lower()
+    for suffix, fmt in READ_SUFFIXES.items():
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def suffixes(names: Sequence[str]) -> str:
+    """``.jsonl, .ndjson or .parquet``: suffixes for a message or a help text."""
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 @functools.lru_cache(maxsize=256)

@@ -11,9 +11,42 @@
         (carries status, error type and whether it is worth retrying)
 
 A row's failure becomes a result row; a systemic failure stops the run with one line.
+Beside the tree live what every retry shares: how long a server's own wait may be honoured
+(:data:`RETRY_AFTER_CAP_S`), the capped exponential backoff (:func:`backoff`), and the
+advice a stop gives when OUTPUT belongs to another job (:data:`RESTART_ADVICE`).
 """
 
 from __future__ import annotations
+
+import random
+from typing import Final, Literal
+
+RETRY_AFTER_CAP_S: Final = 900.0
+"""Longest server-suggested wait (Retry-After, RetryInfo) honoured; longer ones are clamped."""
+
+RESTART_ADVICE: Final = "rerun with --restart to start over, or choose another -o"
+"""What to do about an OUTPUT this run cannot resume."""
+
+
+def backoff(
+    attempt: int,
+    *,
+    base_s: float,
+    cap_s: float,
+    jitter: Literal["full", "equal"],
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait after failure number ``attempt`` (1-based): capped exponential, jittered.
+
+    The ceiling is ``min(cap_s, base_s * 2**(attempt-1))``; ``full`` jitter draws the wait
+    from ``[0, ceiling]`` (the least synchronised), ``equal`` from ``[ceiling/2, ceiling]``
+    (never much shorter than the ceiling).
+    """
+    ceiling = min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
+    uniform = rng.uniform if rng is not None else random.uniform
+    if jitter == "full":
+        return uniform(0.0, ceiling)
+    return ceiling / 2 + uniform(0, ceiling / 2)
 
 
 class BatchRunnerError(Exception):

@@ -31,6 +31,22 @@ def test_type_checkers_see_the_same_names_as_the_lazy_imports() -> None:
     assert seen == batchrunner._EXPORTS
 
 
+def test_public_names_say_they_belong_to_the_package() -> None:
+    for name in batchrunner.__all__:
+        value = getattr(batchrunner, name)
+        if isinstance(value, type) or callable(value):
+            assert value.__module__ == "batchrunner", name
+    assert repr(batchrunner.RunConfig) == "<class 'batchrunner.RunConfig'>"
+
+
+def test_public_values_pickle_by_their_public_name() -> None:
+    import pickle
+
+    config = batchrunner.RunConfig(input=Path("in.jsonl"), output=Path("out.jsonl"))
+    assert pickle.loads(pickle.dumps(config)) == config  # noqa: S301 (our own bytes)
+    assert b"batchrunner.config" not in pickle.dumps(config)
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
         batchrunner.no_such_thing  # noqa: B018

@@ -16,6 +16,8 @@ from typing import Final
 import google.auth.exceptions
 import requests
 
+from batchrunner.errors import backoff as backoff_wait
+
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
@@ -51,9 +53,8 @@ REFRESH_ERRORS: Final = (
 
 
 def backoff(attempt: int, rng: random.Random) -> float:
-    """Capped exponential backoff with equal jitter: half fixed, half random."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** (attempt - 1))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+    """The wait before renewal attempt ``attempt + 1``: half fixed, half random."""
+    return backoff_wait(attempt, base_s=BACKOFF_BASE, cap_s=BACKOFF_CAP, jitter="equal", rng=rng)
 
 
 def summarize(exc: BaseException) -> tuple[str, bool]:

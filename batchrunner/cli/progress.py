@@ -13,6 +13,7 @@ from typing import TextIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrunner.config import file_format
 from batchrunner.pipeline.counters import Counters
 
 
@@ -80,11 +81,11 @@ JSONL_COUNT_LIMIT = 2 << 30  # count lines of JSONL inputs up to 2 GiB for an ET
 
 def expected_requests(input_path: Path, models: int) -> int | None:
     """How many requests the input will make, when it is cheap to know; else ``None``."""
-    name = input_path.name.lower()
+    fmt = file_format(input_path)
     try:
-        if name.endswith(".parquet"):
+        if fmt == "parquet":
             rows = int(pq.ParquetFile(input_path).metadata.num_rows)
-        elif name.endswith(".jsonl") and input_path.stat().st_size <= JSONL_COUNT_LIMIT:
+        elif fmt == "jsonl" and input_path.stat().st_size <= JSONL_COUNT_LIMIT:
             rows = 0
             with input_path.open("rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from batchrunner.config import READ_SUFFIXES, WRITE_SUFFIXES, suffixes
 from batchrunner.errors import ConfigError
 
 __all__ = ["add_run", "cmd_run", "positive_int", "setup_logging"]
@@ -35,8 +36,8 @@ def _param(text: str) -> tuple[str, Any]:
 
 def add_run(sub: Any) -> None:
     p = sub.add_parser("run", help="send every input row to the model(s) and write the results")
-    p.add_argument("input", metavar="INPUT", nargs="?", help=".jsonl, .jsonl.gz or .parquet")
-    p.add_argument("-o", "--output", help=".jsonl or .parquet; format from the suffix")
+    p.add_argument("input", metavar="INPUT", nargs="?", help=suffixes(tuple(READ_SUFFIXES)))
+    p.add_argument("-o", "--output", help=f"{suffixes(WRITE_SUFFIXES)}; format from the suffix")
     p.add_argument("--config", metavar="FILE", help="TOML job file; flags override it")
     g = p.add_argument_group("models and target")
     g.add_argument(
@@ -261,9 +262,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             raise ConfigError("--ray plans its own shards: drop --shard")
         options["shard"] = "0/1"  # the driver is the whole job, whatever the environment says
     config = build_config(options, job=job)
-    prices = PriceTable.default()
-    if config.prices_path:
-        prices = PriceTable.load(config.prices_path, base=prices)
+    prices = PriceTable.for_run(config.prices_path)
     if config.dry_run:
         from batchrunner.pipeline import dryrun
 

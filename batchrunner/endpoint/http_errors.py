@@ -19,12 +19,11 @@ from dataclasses import dataclass
 import httpx
 import orjson
 
-from batchrunner.errors import RequestError
+from batchrunner.errors import RETRY_AFTER_CAP_S, RequestError
 
 __all__ = [
     "MAX_MESSAGE_CHARS",
     "RETRYABLE_STATUSES",
-    "RETRY_AFTER_CAP_S",
     "error_from_exception",
     "error_from_response",
     "parse_retry_after",
@@ -35,8 +34,6 @@ __all__ = [
 RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP statuses worth another attempt (google-api-core's set plus 502)."""
 
-RETRY_AFTER_CAP_S = 900.0
-"""Longest server-suggested wait honoured; longer hints are clamped to this."""
 
 MAX_MESSAGE_CHARS = 300
 """Longest server text kept in an error message."""

@@ -7,7 +7,6 @@ retried; cancellation and every other exception propagate at once.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -17,11 +16,10 @@ from typing import TypeVar
 import anyio
 import tenacity
 
-from batchrunner.errors import RequestError
+from batchrunner.errors import RETRY_AFTER_CAP_S, RequestError, backoff
 
 __all__ = ["RetryPolicy", "call_with_retries"]
 
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -39,7 +37,7 @@ class RetryPolicy:
     max_elapsed_s: float = 1800.0
     base_s: float = 1.0
     cap_s: float = 60.0
-    retry_after_cap_s: float = 900.0
+    retry_after_cap_s: float = RETRY_AFTER_CAP_S
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -56,8 +54,7 @@ class RetryPolicy:
         self, attempt: int, error: RequestError, rng: random.Random | None = None
     ) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** max(0, attempt - 1))
-        jittered = (rng.uniform if rng is not None else random.uniform)(0.0, ceiling)
+        jittered = backoff(attempt, base_s=self.base_s, cap_s=self.cap_s, jitter="full", rng=rng)
         if error.retry_after is None:
             return jittered
         return min(max(error.retry_after, jittered), self.retry_after_cap_s)
@@ -112,15 +109,9 @@ async def call_with_retries(
         return not policy.should_retry(state.attempt_number, _error_of(state), next_start)
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
-        error = _error_of(state)
-        logger.debug(
-            "attempt %d failed (%s); retrying in %.2fs",
-            state.attempt_number,
-            error.error_type,
-            state.upcoming_sleep,
-        )
+        # The caller logs the retry, with the row it belongs to: one line per retry.
         if on_retry is not None:
-            on_retry(state.attempt_number, error, state.upcoming_sleep)
+            on_retry(state.attempt_number, _error_of(state), state.upcoming_sleep)
 
     async def one_attempt() -> T:
         nonlocal attempt, first_error

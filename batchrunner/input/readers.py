@@ -17,10 +17,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.config import InputFields
+from batchrunner.config import READ_SUFFIXES, InputFields, file_format, suffixes
 from batchrunner.errors import InputFileError
-
-INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 
 _DEFAULT_FIELDS = InputFields()
 
@@ -78,16 +76,12 @@ def positional_id(index: int) -> str:
 
 
 def input_format(path: Path) -> str:
-    name = path.name.lower()
-    if name.endswith(".jsonl.gz"):
-        return "jsonl.gz"
-    if name.endswith(".jsonl") or name.endswith(".ndjson"):
-        return "jsonl"
-    if name.endswith(".parquet"):
-        return "parquet"
-    raise InputFileError(
-        f"{path}: unsupported input format; use one of {', '.join(INPUT_SUFFIXES)}"
-    )
+    fmt = file_format(path)
+    if fmt is None:
+        raise InputFileError(
+            f"{path}: unsupported input format; use {suffixes(tuple(READ_SUFFIXES))}"
+        )
+    return fmt
 
 
 def _row_id(value: Any, index: int) -> str | None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.lowlevel
 
+from batchrunner.errors import backoff
 from batchrunner.limits.pacing import Bucket, Meter, Pace
 from batchrunner.limits.seam import (
     LimitConfig,
@@ -162,11 +163,7 @@ class LocalLimiter:
 
     def release(self, permit: Permit, outcome: Outcome) -> None:
         """Give a permit back; reconcile token usage and adapt the window to the outcome."""
-        if permit._owner is not self:
-            raise RuntimeError("permit was issued by another limiter")
-        if permit._released:
-            raise RuntimeError("permit released twice")
-        permit._released = True
+        permit.settle(self)
         state = self._models[permit.model]
         now = self._clock()
         state.in_flight -= 1
@@ -293,7 +290,7 @@ class LocalLimiter:
         if not config.adaptive:
             return
         pace = state.pace
-        if pace is not None and permit._paced and permit._rate_epoch == pace.epoch:
+        if pace is not None and permit.paced and permit.rate_epoch == pace.epoch:
             # ``rate_increase * base`` per second of successes at the learned pace (one step
             # per success, so that light load cannot inflate the rate) for ``rate_probe_s``
             # after a cut; then, with no 429 since, a probe: the rate itself times
@@ -303,12 +300,12 @@ class LocalLimiter:
             step = config.rate_increase * scale / pace.per_s
             pace.per_s = min(self._ceiling(config), pace.per_s + step)
         if outcome.latency_s is not None and self._latency_rose(state, outcome.latency_s):
-            if permit._epoch == state.epoch:
+            if permit.epoch == state.epoch:
                 self._decrease(state, 0.9, "latency rose")
             return
         # Grow only if the window was at least half used since this request was sent, so
         # that a spell of light load cannot inflate it.
-        if state.busy_serial >= permit._serial:
+        if state.busy_serial >= permit.serial:
             step = 1.0 if state.slow_start else 1.0 / state.limit
             state.window = min(float(config.max_concurrency), state.window + step)
 
@@ -316,7 +313,7 @@ class LocalLimiter:
         config = state.config
         # Throttles of requests sent before the last decrease belong to the wave that caused
         # it: they neither shrink the window again nor lengthen the pause.
-        new_round = permit._epoch == state.epoch
+        new_round = permit.epoch == state.epoch
         if new_round:
             state.throttled_rounds += 1
             if config.adaptive:
@@ -326,10 +323,13 @@ class LocalLimiter:
         if outcome.retry_after is not None:
             pause = min(max(0.0, outcome.retry_after), config.retry_after_cap_s)
         elif new_round:
-            ceiling = min(
-                config.pause_cap_s, config.pause_base_s * 2 ** (state.throttled_rounds - 1)
+            pause = backoff(
+                state.throttled_rounds,
+                base_s=config.pause_base_s,
+                cap_s=config.pause_cap_s,
+                jitter="equal",
+                rng=self._rng,
             )
-            pause = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
         else:
             return
         if now + pause > state.paused_until:
@@ -348,7 +348,7 @@ class LocalLimiter:
             start = config.rate_decrease_factor * min(self._ceiling(config), admitted)
             state.pace = Pace(max(start, config.min_rpm / 60.0), now)
             logger.debug("model %s: learned rate %.1f/min", permit.model, start * 60.0)
-        elif permit._rate_epoch == pace.epoch:
+        elif permit.rate_epoch == pace.epoch:
             # Later 429s of requests sent before this cut belong to the same overshoot.
             pace.per_s = max(config.min_rpm / 60.0, pace.per_s * config.rate_decrease_factor)
             pace.base = pace.per_s

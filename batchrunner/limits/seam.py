@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from batchrunner.errors import RETRY_AFTER_CAP_S
+
 __all__ = [
     "LimitConfig",
     "Limiter",
@@ -96,7 +98,7 @@ class LimitConfig:
     latency_tolerance: float | None = 3.0
     pause_base_s: float = 1.0
     pause_cap_s: float = 30.0
-    retry_after_cap_s: float = 900.0
+    retry_after_cap_s: float = RETRY_AFTER_CAP_S
     rate_decrease_factor: float = 0.9
     rate_increase: float = 0.02
     rate_probe_s: float = 5.0
@@ -137,18 +139,22 @@ class LimitConfig:
 
 
 class Permit:
-    """Leave to send one request; give it back with :meth:`Limiter.release` exactly once."""
+    """Leave to send one request; give it back with :meth:`Limiter.release` exactly once.
+
+    ``epoch``, ``serial``, ``rate_epoch`` and ``paced`` are the issuing limiter's record of
+    when the request was admitted, so that it can tell which outcomes belong together.
+    """
 
     __slots__ = (
-        "_epoch",
         "_owner",
-        "_paced",
-        "_rate_epoch",
         "_released",
-        "_serial",
         "acquired_at",
+        "epoch",
         "estimate",
         "model",
+        "paced",
+        "rate_epoch",
+        "serial",
     )
 
     def __init__(
@@ -166,11 +172,19 @@ class Permit:
         self.model = model
         self.estimate = estimate
         self.acquired_at = acquired_at
-        self._epoch = epoch  # which decrease of the window this request was sent after
-        self._serial = serial  # its place in the model's sequence of admissions
-        self._rate_epoch = rate_epoch  # which cut of the learned rate it was sent after
-        self._paced = paced  # sent at about the learned rate, so that rate was in use
+        self.epoch = epoch  # which decrease of the window this request was sent after
+        self.serial = serial  # its place in the model's sequence of admissions
+        self.rate_epoch = rate_epoch  # which cut of the learned rate it was sent after
+        self.paced = paced  # sent at about the learned rate, so that rate was in use
         self._released = False
+
+    def settle(self, owner: object) -> None:
+        """Mark the permit given back to ``owner``; refuse another's permit or a second return."""
+        if self._owner is not owner:
+            raise RuntimeError("permit was issued by another limiter")
+        if self._released:
+            raise RuntimeError("permit released twice")
+        self._released = True
 
     def __repr__(self) -> str:
         return f"Permit(model={self.model!r}, acquired_at={self.acquired_at!r})"

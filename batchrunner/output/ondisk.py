@@ -37,7 +37,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrunner.errors import ConfigError
+from batchrunner.config import WRITE_SUFFIXES, suffixes
+from batchrunner.errors import RESTART_ADVICE, ConfigError
 from batchrunner.output.durable import output_error, remove_quietly
 
 logger = logging.getLogger(__name__)
@@ -73,10 +74,12 @@ _from_bytes = int.from_bytes
 def output_format(path: Path) -> str:
     """``"jsonl"`` or ``"parquet"`` from OUTPUT's suffix; anything else is a usage error."""
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".parquet"):
+    if suffix in WRITE_SUFFIXES:
         return suffix[1:]
     shown = path.suffix or "(no suffix)"
-    raise ConfigError(f"unsupported output format {shown} for {path}; use .jsonl or .parquet")
+    raise ConfigError(
+        f"unsupported output format {shown} for {path}; use {suffixes(WRITE_SUFFIXES)}"
+    )
 
 
 def parts_dir(path: Path) -> Path:
@@ -164,14 +167,13 @@ def read_parts_through(path: Path) -> int:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise output_error("read", path, exc) from exc
         raise ConfigError(
-            f"existing {path} is not a readable Parquet file ({exc}); rerun with --restart "
-            "to overwrite it, or choose another -o"
+            f"existing {path} is not a readable Parquet file ({exc}); {RESTART_ADVICE}"
         ) from exc
     missing = [name for name in KEY_COLUMNS if name not in schema.names]
     if missing:
         raise ConfigError(
             f"existing {path} does not look like batchrunner output (no {', '.join(missing)} "
-            "column); rerun with --restart to overwrite it, or choose another -o"
+            f"column); {RESTART_ADVICE}"
         )
     raw = (schema.metadata or {}).get(PARTS_THROUGH_KEY)
     try:

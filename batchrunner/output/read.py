@@ -19,6 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrunner.config import READ_SUFFIXES, file_format, suffixes
 from batchrunner.errors import InputFileError
 from batchrunner.results import RESULT_FIELDS, RESULT_SCHEMA, Result
 
@@ -61,25 +62,27 @@ def load_results(
         name = os.fspath(path)
         if not Path(name).is_file():
             raise InputFileError(f"result file not found: {name}")
-        lower = name.lower()
-        if lower.endswith(".parquet"):
+        fmt = file_format(name)
+        if fmt == "parquet":
             yield from _read_parquet(name, columns)
-        elif lower.endswith((".jsonl", ".jsonl.gz", ".json", ".ndjson")):
-            yield from _read_jsonl(name)
+        elif fmt is not None:
+            yield from _read_jsonl(name, gz=fmt == "jsonl.gz")
         else:
-            raise InputFileError(f"{name}: unknown result file type (want .jsonl or .parquet)")
+            raise InputFileError(
+                f"{name}: unknown result file type (want {suffixes(tuple(READ_SUFFIXES))})"
+            )
 
 
-def _open_binary(name: str) -> BinaryIO:
-    if name.lower().endswith(".gz"):
+def _open_binary(name: str, gz: bool) -> BinaryIO:
+    if gz:
         return cast(BinaryIO, gzip.open(name, "rb"))
     return open(name, "rb")  # closed by the caller's with block
 
 
-def _read_jsonl(name: str) -> Iterator[Result]:
+def _read_jsonl(name: str, gz: bool) -> Iterator[Result]:
     torn: int | None = None  # number of an unparsable line, forgiven only if it is the last
     try:
-        with _open_binary(name) as lines:
+        with _open_binary(name, gz) as lines:
             for lineno, line in enumerate(lines, 1):
                 if not line.strip():
                     continue

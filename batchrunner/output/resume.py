@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pyarrow as pa
 
-from batchrunner.errors import ConfigError
+from batchrunner.errors import RESTART_ADVICE, ConfigError
 from batchrunner.output.durable import ensure_parent, output_error, write_atomically
 from batchrunner.output.ondisk import (
     KEY_COLUMNS,
@@ -137,10 +137,7 @@ def _load_jsonl(path: Path, collector: _Collector) -> int:
 
 
 def not_our_output(path: Path) -> ConfigError:
-    return ConfigError(
-        f"existing {path} does not look like batchrunner output; rerun with --restart to "
-        "overwrite it, or choose another -o"
-    )
+    return ConfigError(f"existing {path} does not look like batchrunner output; {RESTART_ADVICE}")
 
 
 def _load_parquet(path: Path, collector: _Collector) -> int:
@@ -151,10 +148,7 @@ def _load_parquet(path: Path, collector: _Collector) -> int:
             for entry in iter_parquet_entries(path, columns=KEY_COLUMNS):
                 collector.add(entry)
         except pa.ArrowException as exc:
-            raise ConfigError(
-                f"existing {path} cannot be read ({exc}); rerun with --restart to overwrite "
-                "it, or choose another -o"
-            ) from exc
+            raise ConfigError(f"existing {path} cannot be read ({exc}); {RESTART_ADVICE}") from exc
     on_disk = scan_parts(path, parts_through)
     torn = on_disk.temps_removed
     journals = dict(on_disk.journals)
@@ -235,17 +229,13 @@ def check_identity(path: str | os.PathLike[str], identity: RunIdentity, *, resta
             try:
                 stored = orjson.loads(raw)["identity"]
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ConfigError(
-                    f"{manifest} is unreadable; rerun with --restart to start over, "
-                    "or choose another -o"
-                ) from exc
+                raise ConfigError(f"{manifest} is unreadable; {RESTART_ADVICE}") from exc
             if stored == wanted:
                 return
             changed = ", ".join(_changed_keys(stored, wanted))
             raise ConfigError(
                 f"{out} was produced with a different request configuration "
-                f"(changed: {changed}); rerun with --restart to start over, "
-                "or choose another -o"
+                f"(changed: {changed}); {RESTART_ADVICE}"
             )
     data = orjson.dumps({"identity": wanted}, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
     try:

@@ -9,7 +9,7 @@ error row naming its file and line; it never stops the run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Protocol
 
@@ -24,7 +24,6 @@ from batchrunner.output.ondisk import key_of
 from batchrunner.output.resume import ResumeState
 from batchrunner.pipeline.counters import Counters
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
-from batchrunner.pipeline.sender import Sender
 from batchrunner.results import RequestSpec, Result, utc_now
 
 __all__ = ["Producer"]
@@ -50,14 +49,15 @@ class Producer:
         self,
         config: RunConfig,
         state: ResumeState,
-        sender: Sender,
+        in_flight_cost: Callable[[], float],
         counters: Counters,
         admission: Admission,
     ) -> None:
+        """``in_flight_cost`` tells what the requests in flight may still cost (``--max-cost``)."""
         self.config = config
         self.counters = counters
         self._state = state
-        self._sender = sender
+        self._in_flight_cost = in_flight_cost
         self._control = admission
 
     async def run(self, specs: WorkQueue[RequestSpec], results: ResultBuffer[Result]) -> None:
@@ -141,4 +141,4 @@ class Producer:
 
     def _over_budget(self) -> bool:
         limit = self.config.max_cost
-        return limit is not None and self.counters.spent_usd + self._sender.in_flight_cost >= limit
+        return limit is not None and self.counters.spent_usd + self._in_flight_cost() >= limit

@@ -172,11 +172,7 @@ class Runner:
     async def _run(self, url: str) -> RunSummary:
         cfg = self.config
         await anyio.to_thread.run_sync(check_input, cfg.input)
-        prices = self._prices or (
-            PriceTable.load(cfg.prices_path, base=PriceTable.default())
-            if cfg.prices_path
-            else PriceTable.default()
-        )
+        prices = self._prices or PriceTable.for_run(cfg.prices_path)
         self._prices = prices
         # google.auth.default() may probe the metadata server: keep it off the event loop.
         auth = self._auth
@@ -288,7 +284,13 @@ class Runner:
             try:
                 async with anyio.create_task_group() as workers:
                     self._control.workers = workers.cancel_scope
-                    producer = Producer(self.config, state, sender, self.counters, self._control)
+                    producer = Producer(
+                        self.config,
+                        state,
+                        lambda: sender.in_flight_cost,
+                        self.counters,
+                        self._control,
+                    )
                     workers.start_soon(producer.run, specs, results)
                     for _ in range(n_workers):
                         workers.start_soon(self._work, sender, specs, results)

@@ -168,6 +168,12 @@ class PriceTable:
         return cls._from_text(text, "batchrunner/data/prices.toml", base=None)
 
     @classmethod
+    def for_run(cls, prices_path: str | os.PathLike[str] | None) -> PriceTable:
+        """The table a run prices with: the shipped one, overridden by ``--prices`` if given."""
+        table = cls.default()
+        return cls.load(prices_path, base=table) if prices_path else table
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str], *, base: PriceTable | None = None) -> PriceTable:
         """Read a price file; its entries override or extend ``base`` when one is given.
 
