@@ -1,8 +1,10 @@
 """A local stand-in for Vertex AI's OpenAI-compatible chat-completions endpoint.
 
 It serves the Vertex URL grammar, bearer-token checks, an OAuth token endpoint and the GCE
-metadata token routes, Gemini and gpt-oss answer shapes (streamed and not), Google error
-envelopes, quotas, a latency model and fault injection, and records what it served.
+metadata token routes, Gemini and gpt-oss answer shapes (streamed and not, tool calls,
+several candidates, safety blocks, implicit-cache hits), Google error envelopes, quotas, a
+latency model and fault injection, and records what it served. Modules with a leading
+underscore are internal rooms of the same package; the public surface is ``__all__``.
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ class ModelSpec:
     context_overrides: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({})
     )  # location -> smaller context window
+    implicit_cache: bool = False  # Gemini implicit caching (on by default for 2.5)
 
     @property
     def publisher(self) -> str:
@@ -119,6 +120,7 @@ def _gemini(
     thinking_range: tuple[int, int] = (0, 0),
 ) -> ModelSpec:
     return ModelSpec(
+        implicit_cache="gemini-2.5" in name,
         name=name,
         family="gemini",
         locations=GEMINI_LOCATIONS,
