@@ -17,6 +17,7 @@ from aiohttp import web
 from ._cache import PrefixCache
 from ._counters import Counters
 from ._streams import stream_events
+from ._tiers import REQUEST_TYPE_HEADER, SHARED_REQUEST_TYPE_HEADER, TierDesk
 from .answers import plan_answer, screen_prompt, shape_plan
 from .auth import KeyRing, TokenStore, metadata_route, token_endpoint
 from .config import SimulatorConfig, SimulatorStatistics, effective_faults, shape_settings
@@ -24,7 +25,7 @@ from .content import ModelResolver, parse_request, validate_limits
 from .envelopes import ApiError, bad_gateway_page, error_response
 from .exchange import Exchange
 from .faults import ERROR_FAULTS, FaultPicker, fault_error, stream_error, stream_error_event
-from .latency import SERVER_DEADLINE_S, Timing, plan_timing, streamed_tokens
+from .latency import Timing, plan_timing, streamed_tokens
 from .models import MODELS, ModelSpec
 from .quotas import QuotaBook, SharedPool
 from .recorder import Recorder
@@ -74,6 +75,14 @@ class SimulatorState:
         self.latency_rng = random.Random(f"{config.seed}:latency")
         self.id_rng = random.Random()  # response ids stay unique across simulator runs
         self.prefixes = PrefixCache()
+        self.tiers = TierDesk(
+            provisioned_share=config.provisioned_share,
+            provisioned_rps=config.provisioned_rps,
+            flex_queue_s=config.flex_queue_s,
+            latency=config.latency,
+            clock=config.clock,
+            rng=random.Random(f"{config.seed}:tiers"),
+        )
         self.recorder = Recorder(config.request_log, config.keep_records)
         self.counters = Counters()
 
@@ -147,6 +156,9 @@ class SimulatorState:
         exchange.stream = chat.stream
         exchange.n = chat.n
         validate_limits(chat, location)
+        exchange.shared_request_type = request.headers.get(SHARED_REQUEST_TYPE_HEADER)
+        exchange.request_type = request.headers.get(REQUEST_TYPE_HEADER)
+        tier = self.tiers.assign(chat.spec, location, request.headers, chat.digest)
 
         fault = self.faults.pick()
         exchange.fault = fault
@@ -176,7 +188,8 @@ class SimulatorState:
             cached = self.prefixes.cached_tokens(spec.name, chat.prefix, chat.prompt_tokens)
             plan = replace(plan, cached_tokens=cached)
         quota_key = spec.name if spec.family == "gemini" or spec.name in self.models else chat.model
-        if spec.family == "gemini":
+        pooled = spec.family == "gemini" and tier.pooled
+        if pooled:
             try:
                 self.pool.check(spec.name, location)
             except ApiError:
@@ -196,11 +209,14 @@ class SimulatorState:
                 raise
         in_flight = self.counters.in_flight()
         timing = plan_timing(config, spec, plan, in_flight=in_flight, rng=self.latency_rng)
+        if tier.queue_s > 0:  # Flex waits in a queue before it is served
+            timing = replace(timing, ttft_s=timing.ttft_s + tier.queue_s)
         options = AnswerOptions(
             omit_usage=fault == "no_usage",
             omit_message=fault == "no_message",
             reasoning_field=settings.reasoning_field,
             vllm_usage_when_requested=settings.vllm_usage_when_requested,
+            traffic_type=tier.traffic_type,
         )
         response_id = new_response_id(self.id_rng, spec.family)
         created = int(time.time())
@@ -216,13 +232,12 @@ class SimulatorState:
             usage.reasoning_tokens,
             usage.total_tokens,
         )
-        pooled = spec.family == "gemini"
         if pooled:
             self.pool.enter(spec.name, location)
         try:
             first = timing.token_time(0 if chat.stream else streamed_tokens(plan))
-            if first > SERVER_DEADLINE_S:
-                await self._sleep_until(exchange.arrival + SERVER_DEADLINE_S)
+            if first > tier.deadline_s:
+                await self._sleep_until(exchange.arrival + tier.deadline_s)
                 raise ApiError(
                     504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."
                 )

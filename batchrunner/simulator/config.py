@@ -94,6 +94,15 @@ class SimulatorConfig:
     # (REALISTIC_FAULTS) for kinds ``faults`` leaves unset; False turns them off.
     background_faults: bool = True
     shared_pool: bool = True  # False: never answer Gemini's shared-pool (DSQ) 429s
+    # Provisioned Throughput (Gemini): the share of requests without a "shared" header that
+    # PT serves (0 and provisioned_rps None = the project has none), and PT's capacity in
+    # requests per second per (model, location) on ``clock`` (None = unbounded). Requests
+    # over capacity spill to on-demand, or get a 429 with "dedicated".
+    provisioned_share: float = 0.0
+    provisioned_rps: float | None = None
+    # Flex PayGo's queueing before prefill; None = 0 (zero), 5-20 ms (fast), a log-normal
+    # around 20 s capped at 15 min (realistic).
+    flex_queue_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.latency not in LATENCY_PROFILES:
@@ -117,6 +126,7 @@ class SimulatorConfig:
             "safety_block_rate": self.safety_block_rate,
             "prompt_block_rate": self.prompt_block_rate,
         }
+        rates["provisioned_share"] = self.provisioned_share
         for name, rate in rates.items():
             if rate is not None and not 0.0 <= rate <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
@@ -126,6 +136,10 @@ class SimulatorConfig:
             raise ValueError("ttft_s must be >= 0")
         if self.tokens_per_s is not None and self.tokens_per_s <= 0:
             raise ValueError("tokens_per_s must be positive")
+        if self.provisioned_rps is not None and self.provisioned_rps <= 0:
+            raise ValueError("provisioned_rps must be positive")
+        if self.flex_queue_s is not None and self.flex_queue_s < 0:
+            raise ValueError("flex_queue_s must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,9 @@ class Exchange:
         "n",
         "plan",
         "reported",
+        "request_type",
         "response_id",
+        "shared_request_type",
         "status",
         "stream",
         "stream_error",
@@ -52,6 +54,8 @@ class Exchange:
         self.cached_tokens: int | None = None
         self.traffic_type: str | None = None
         self.stream_error: int | None = None  # the code of an error event inside a 200 stream
+        self.shared_request_type: str | None = None  # the tier headers as sent
+        self.request_type: str | None = None
 
     def answered(self) -> Plan | None:
         """The plan of a complete answer; None for errors, HTML pages and failed streams."""
@@ -98,6 +102,8 @@ class Exchange:
             "tool_calls_per_choice": [len(c.tool_calls) for c in plan.choices] if plan else None,
             "cached_tokens": self.cached_tokens if plan is not None else None,
             "traffic_type": self.traffic_type if plan is not None else None,
+            "shared_request_type": self.shared_request_type,
+            "request_type": self.request_type,
             "stream_error": self.stream_error,
             "reported_prompt_tokens": reported[0] if reported else None,
             "reported_completion_tokens": reported[1] if reported else None,
