@@ -1,12 +1,14 @@
 """A local stand-in for Vertex AI's OpenAI-compatible chat-completions endpoint.
 
 It serves the Vertex URL grammar, bearer-token checks, an OAuth token endpoint and the GCE
-metadata token routes, Gemini and gpt-oss answer shapes (streamed and not), Google error
+metadata token routes, Gemini and gpt-oss answer shapes (streamed and not, tool calls,
+several candidates, safety blocks, implicit-cache hits), consumption tiers, Google error
 envelopes, quotas, a latency model and fault injection, and records what it served.
 
 A sealed room: its modules import one another relatively and nothing else of batchrunner,
 so that it behaves like the real service rather than like the client; ``cli`` and
-``launch`` import it, through the names in ``__all__``.
+``launch`` import it, through the names in ``__all__``. Modules with a leading underscore
+are internal to it.
 """
 
 from __future__ import annotations

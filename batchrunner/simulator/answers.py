@@ -7,11 +7,23 @@ which the app then serialises per model family.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ._blocks import answer_block_reason, blocked_prompt_error, prompt_verdict
+from ._tools import ToolCall, plan_tool_calls
+from .config import ShapeSettings
 from .content import ChatRequest
 
-__all__ = ["THOUGHT_WORDS", "WORDS", "ChoicePlan", "Plan", "gemini_visible_text", "plan_answer"]
+__all__ = [
+    "THOUGHT_WORDS",
+    "WORDS",
+    "ChoicePlan",
+    "Plan",
+    "gemini_visible_text",
+    "plan_answer",
+    "screen_prompt",
+    "shape_plan",
+]
 
 # Gemini 2.5 thinking budgets for reasoning_effort (reference §3.1).
 _GEMINI_EFFORT_BUDGET = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
@@ -47,6 +59,18 @@ class ChoicePlan:
     reasoning: tuple[str, ...]
     content: tuple[str, ...]
     finish_reason: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    stream_finish_reason: str | None = None  # when a stream ends differently (Gemini "stop")
+
+    @property
+    def output_tokens(self) -> int:
+        """Generated tokens besides reasoning: the text and the tool calls."""
+        return len(self.content) + sum(call.tokens for call in self.tool_calls)
+
+    def served_finish_reason(self, stream: bool) -> str:
+        if stream and self.stream_finish_reason is not None:
+            return self.stream_finish_reason
+        return self.finish_reason
 
     def content_text(self) -> str:
         return "".join(self.content)
@@ -62,10 +86,15 @@ class Plan:
     prompt_tokens: int
     choices: tuple[ChoicePlan, ...]
     hidden_reasoning: bool  # Gemini: thoughts are not streamed, they delay the first token
+    cached_tokens: int = 0  # prompt tokens served from the implicit cache
 
     @property
     def content_tokens(self) -> int:
-        return sum(len(c.content) for c in self.choices)
+        return sum(c.output_tokens for c in self.choices)
+
+    @property
+    def tool_calls(self) -> int:
+        return sum(len(c.tool_calls) for c in self.choices)
 
     @property
     def reasoning_tokens(self) -> int:
@@ -165,3 +194,53 @@ def gemini_visible_text(request: ChatRequest, choice: ChoicePlan) -> str:
         prefix = f"<{marker}>{summary}</{marker}>" if marker else summary + "\n\n"
         return prefix + text
     return text
+
+
+def screen_prompt(request: ChatRequest, settings: ShapeSettings) -> None:
+    """Raise the blocked-prompt 400 for ``__block__`` prompts and, at
+    ``prompt_block_rate``, for others.
+    """
+    verdict = prompt_verdict(request.messages_json)
+    rng = random.Random(request.digest ^ 0xB10C)
+    if verdict.block or rng.random() < settings.prompt_block_rate:
+        raise blocked_prompt_error()
+
+
+def shape_plan(request: ChatRequest, plan: Plan, settings: ShapeSettings) -> Plan:
+    """Safety blocks and tool calls on top of the plain plan, decided from the digest."""
+    verdict = prompt_verdict(request.messages_json)
+    if verdict.no_candidates:
+        return replace(plan, choices=())
+    family = request.spec.family
+    choices = []
+    for index, choice in enumerate(plan.choices):
+        rng = random.Random(request.digest ^ (0x7001 + index))
+        reason = answer_block_reason(verdict, rng, family=family, rate=settings.safety_block_rate)
+        if reason is not None:
+            choices.append(replace(choice, content=(), finish_reason=reason))
+            continue
+        calls: tuple[ToolCall, ...] = ()
+        if choice.finish_reason != "length":
+            calls = plan_tool_calls(
+                request.tools,
+                rng,
+                family=family,
+                call_rate=settings.tool_call_rate,
+                parallel_rate=settings.parallel_tool_call_rate,
+                invalid_rate=settings.invalid_tool_arguments_rate,
+            )
+        if not calls:
+            choices.append(choice)
+            continue
+        text = rng.random() < settings.tool_text_rate
+        gemini_stop = family == "gemini" and rng.random() < 0.5
+        choices.append(
+            replace(
+                choice,
+                content=choice.content[: rng.randint(4, 16)] if text else (),
+                tool_calls=calls,
+                finish_reason="tool_calls",
+                stream_finish_reason="stop" if gemini_stop else None,
+            )
+        )
+    return replace(plan, choices=tuple(choices))

@@ -8,21 +8,24 @@ import asyncio
 import logging
 import random
 import re
-import threading
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
-from .answers import plan_answer
+from ._cache import PrefixCache
+from ._counters import Counters
+from ._streams import stream_events
+from ._tiers import REQUEST_TYPE_HEADER, SHARED_REQUEST_TYPE_HEADER, TierDesk
+from .answers import plan_answer, screen_prompt, shape_plan
 from .auth import KeyRing, TokenStore, metadata_route, token_endpoint
-from .config import SimulatorConfig, SimulatorStatistics
+from .config import SimulatorConfig, SimulatorStatistics, effective_faults, shape_settings
 from .content import ModelResolver, parse_request, validate_limits
-from .envelopes import ApiError, error_response
+from .envelopes import ApiError, bad_gateway_page, error_response
 from .exchange import Exchange
-from .faults import ERROR_FAULTS, FaultPicker, fault_error
-from .latency import SERVER_DEADLINE_S, Timing, plan_timing, streamed_tokens
+from .faults import ERROR_FAULTS, FaultPicker, fault_error, stream_error, stream_error_event
+from .latency import Timing, plan_timing, streamed_tokens
 from .models import MODELS, ModelSpec
 from .quotas import QuotaBook, SharedPool
 from .recorder import Recorder
@@ -32,7 +35,6 @@ from .shapes import (
     completion_body,
     new_response_id,
     reported_usage,
-    stream_events,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ class SimulatorState:
 
     def __init__(self, config: SimulatorConfig, models: Mapping[str, ModelSpec] = MODELS) -> None:
         self.config = config
+        self.settings = shape_settings(config)
         self.models = models
         self.tokens = TokenStore(
             ttl=config.token_ttl, clock=config.clock, static=config.static_tokens
@@ -64,40 +67,27 @@ class SimulatorState:
             defaults=config.default_quotas,
         )
         self.pool = SharedPool(
-            config.dsq_capacity, random.Random(f"{config.seed}:dsq"), config.retry_delay_s
+            self.settings.dsq_capacity, random.Random(f"{config.seed}:dsq"), config.retry_delay_s
         )
         self.faults = FaultPicker(
-            config.faults, config.error_rate, random.Random(f"{config.seed}:faults")
+            effective_faults(config), config.error_rate, random.Random(f"{config.seed}:faults")
         )
         self.latency_rng = random.Random(f"{config.seed}:latency")
         self.id_rng = random.Random()  # response ids stay unique across simulator runs
+        self.prefixes = PrefixCache()
+        self.tiers = TierDesk(
+            provisioned_share=config.provisioned_share,
+            provisioned_rps=config.provisioned_rps,
+            flex_queue_s=config.flex_queue_s,
+            latency=config.latency,
+            clock=config.clock,
+            rng=random.Random(f"{config.seed}:tiers"),
+        )
         self.recorder = Recorder(config.request_log, config.keep_records)
-        self._lock = threading.Lock()
-        self._requests = 0
-        self._by_status: Counter[int] = Counter()
-        self._faults: Counter[str] = Counter()
-        self._quota_429 = 0
-        self._dsq_429 = 0
-        self._in_flight = 0
-        self._max_in_flight = 0
-        self._usage = [0, 0, 0]
+        self.counters = Counters()
 
     def statistics(self) -> SimulatorStatistics:
-        with self._lock:
-            return SimulatorStatistics(
-                requests=self._requests,
-                by_status=dict(self._by_status),
-                tokens_issued=self.tokens.issued,
-                rate_limited=self._by_status.get(429, 0),
-                quota_rejections=self._quota_429,
-                dsq_rejections=self._dsq_429,
-                faults_injected=dict(self._faults),
-                in_flight=self._in_flight,
-                max_in_flight=self._max_in_flight,
-                prompt_tokens=self._usage[0],
-                completion_tokens=self._usage[1],
-                reasoning_tokens=self._usage[2],
-            )
+        return self.counters.snapshot(self.tokens.issued)
 
     # -- routing -------------------------------------------------------------------------
 
@@ -121,10 +111,7 @@ class SimulatorState:
         self, request: web.Request, version: str, project: str, location: str, endpoint: str
     ) -> web.StreamResponse:
         exchange = Exchange(location)
-        with self._lock:
-            self._requests += 1
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        self.counters.arrived()
         response: web.StreamResponse
         try:
             response = await self._serve(request, exchange, version, project, location, endpoint)
@@ -167,13 +154,16 @@ class SimulatorState:
         chat = parse_request(raw, seed=config.seed, resolve=resolver)
         exchange.model = chat.model
         exchange.stream = chat.stream
+        exchange.n = chat.n
         validate_limits(chat, location)
+        exchange.shared_request_type = request.headers.get(SHARED_REQUEST_TYPE_HEADER)
+        exchange.request_type = request.headers.get(REQUEST_TYPE_HEADER)
+        tier = self.tiers.assign(chat.spec, location, request.headers, chat.digest)
 
         fault = self.faults.pick()
         exchange.fault = fault
         if fault is not None:
-            with self._lock:
-                self._faults[fault] += 1
+            self.counters.fault(fault)
         if fault == "reset":
             _abort(request)
             exchange.status = _RESET
@@ -182,16 +172,28 @@ class SimulatorState:
             await asyncio.sleep(config.stall_s)
         if fault in ERROR_FAULTS:
             raise fault_error(fault, config.retry_delay_s)
+        fault_rng = random.Random(chat.digest ^ 0xFA17)
+        if fault == "stream_error" and not chat.stream:
+            raise stream_error(fault_rng, config.retry_delay_s)[0]
+        if fault == "html_200":
+            exchange.status = 200
+            exchange.sent()
+            return web.Response(body=bad_gateway_page(), content_type="text/html")
+        settings = self.settings
+        screen_prompt(chat, settings)
 
-        plan = plan_answer(chat)
+        plan = shape_plan(chat, plan_answer(chat), settings)
         spec = chat.spec
+        if settings.implicit_cache and spec.implicit_cache:
+            cached = self.prefixes.cached_tokens(spec.name, chat.prefix, chat.prompt_tokens)
+            plan = replace(plan, cached_tokens=cached)
         quota_key = spec.name if spec.family == "gemini" or spec.name in self.models else chat.model
-        if spec.family == "gemini":
+        pooled = spec.family == "gemini" and tier.pooled
+        if pooled:
             try:
                 self.pool.check(spec.name, location)
             except ApiError:
-                with self._lock:
-                    self._dsq_429 += 1
+                self.counters.dsq_rejected()
                 raise
         if spec.name in self.models or config.rpm_quota is not None or config.tpm_quota is not None:
             try:
@@ -203,36 +205,39 @@ class SimulatorState:
                     plan.content_tokens + plan.reasoning_tokens,
                 )
             except ApiError:
-                with self._lock:
-                    self._quota_429 += 1
+                self.counters.quota_rejected()
                 raise
-        with self._lock:
-            in_flight = self._in_flight
+        in_flight = self.counters.in_flight()
         timing = plan_timing(config, spec, plan, in_flight=in_flight, rng=self.latency_rng)
+        if tier.queue_s > 0:  # Flex waits in a queue before it is served
+            timing = replace(timing, ttft_s=timing.ttft_s + tier.queue_s)
         options = AnswerOptions(
             omit_usage=fault == "no_usage",
             omit_message=fault == "no_message",
-            reasoning_field=config.reasoning_field,
+            reasoning_field=settings.reasoning_field,
+            vllm_usage_when_requested=settings.vllm_usage_when_requested,
+            traffic_type=tier.traffic_type,
         )
         response_id = new_response_id(self.id_rng, spec.family)
         created = int(time.time())
         exchange.response_id = response_id
         exchange.plan = plan
-        exchange.finish_reasons = [c.finish_reason for c in plan.choices]
+        exchange.finish_reasons = [c.served_finish_reason(chat.stream) for c in plan.choices]
+        exchange.traffic_type = options.traffic_type
         usage = reported_usage(chat, plan, options)
+        exchange.cached_tokens = usage.cached_tokens
         exchange.reported = (
             usage.prompt_tokens,
             usage.completion_tokens,
             usage.reasoning_tokens,
             usage.total_tokens,
         )
-        pooled = spec.family == "gemini"
         if pooled:
             self.pool.enter(spec.name, location)
         try:
             first = timing.token_time(0 if chat.stream else streamed_tokens(plan))
-            if first > SERVER_DEADLINE_S:
-                await self._sleep_until(exchange.arrival + SERVER_DEADLINE_S)
+            if first > tier.deadline_s:
+                await self._sleep_until(exchange.arrival + tier.deadline_s)
                 raise ApiError(
                     504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."
                 )
@@ -240,6 +245,8 @@ class SimulatorState:
                 events = stream_events(
                     chat, plan, response_id=response_id, created=created, options=options
                 )
+                if fault == "stream_error":
+                    events = _cut_with_error(events, exchange, fault_rng, config.retry_delay_s)
                 return await self._stream(
                     request, exchange, timing, events, truncate=fault == "truncate"
                 )
@@ -331,17 +338,27 @@ class SimulatorState:
         project: str,
         endpoint: str,
     ) -> None:
-        plan = exchange.plan if exchange.status == 200 else None
-        with self._lock:
-            self._in_flight -= 1
-            self._by_status[exchange.status] += 1
-            if plan is not None:
-                self._usage[0] += plan.prompt_tokens
-                self._usage[1] += plan.content_tokens
-                self._usage[2] += plan.reasoning_tokens
+        plan = exchange.answered()
+        self.counters.finished(
+            exchange.status, plan, exchange.finish_reasons or (), exchange.traffic_type
+        )
         if not self.recorder.active:
             return
         self.recorder.add(exchange.record(request.method, request.path, version, project, endpoint))
+
+
+def _cut_with_error(
+    events: Sequence[StreamEvent],
+    exchange: Exchange,
+    rng: random.Random,
+    retry_delay_s: float | None,
+) -> list[StreamEvent]:
+    """The first third of a stream, then an error event in place of the rest and [DONE]."""
+    error, array = stream_error(rng, retry_delay_s)
+    exchange.error_status = error.status
+    exchange.stream_error = error.code
+    keep = max(1, (len(events) - 1) // 3)
+    return [*events[:keep], StreamEvent(stream_error_event(error, array=array), 0)]
 
 
 def _abort(request: web.Request) -> None:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 import orjson
 
+from ._tools import ToolRequest, parse_tools
 from .envelopes import INVALID_ARGUMENT_MESSAGE, ApiError
 from .models import SELF_DEPLOYED, ModelSpec
 
 MAX_CANDIDATES = 8
+NO_TOOLS = ToolRequest()
 REASONING_EFFORTS = ("high", "low", "medium", "minimal")
 _IMAGE_TOKENS = 258
 _AUDIO_TOKENS = 100
@@ -38,6 +40,14 @@ class ChatRequest:
     thought_tag_marker: str | None
     prompt_tokens: int
     digest: int  # hash of (seed, body minus stream switches): drives every deterministic choice
+    tools: ToolRequest = NO_TOOLS
+    messages_json: bytes = b""  # the messages as sent: trigger words, implicit-cache prefixes
+    tools_json: bytes = b""  # the tools as sent (they come first in a cached prefix)
+
+    @property
+    def prefix(self) -> bytes:
+        """The prompt in the order a prefix cache sees it: tools, then messages."""
+        return self.tools_json + self.messages_json
 
 
 def request_digest(seed: int, raw: bytes) -> int:
@@ -176,7 +186,8 @@ def parse_request(
     include_usage = isinstance(stream_options, Mapping) and bool(
         stream_options.get("include_usage", False)
     )
-    prompt_tokens = count_prompt_tokens(messages, body.get("tools"))
+    tools = body.get("tools")
+    prompt_tokens = count_prompt_tokens(messages, tools)
     request = ChatRequest(
         model=model or "",
         spec=spec,
@@ -191,6 +202,9 @@ def parse_request(
         thought_tag_marker=marker if isinstance(marker, str) and marker else None,
         prompt_tokens=prompt_tokens,
         digest=request_digest(seed, _canonical(body)),
+        tools=parse_tools(body),
+        messages_json=orjson.dumps(messages),
+        tools_json=orjson.dumps(tools) if tools else b"",
     )
     return request
 

@@ -40,6 +40,7 @@ class ApiError(Exception):
     message: str
     details: Sequence[Mapping[str, object]] = ()
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    errors: Sequence[Mapping[str, object]] = ()  # the legacy ``errors`` list (499 CANCELLED)
     html: bool = False  # answer with Google's HTML error page instead of JSON
 
     def __str__(self) -> str:
@@ -62,17 +63,20 @@ def error_info(reason: str, method: str) -> dict[str, object]:
     }
 
 
-def error_body(error: ApiError, *, array: bool) -> bytes:
-    """The JSON body of an error answer, array-wrapped when ``array``."""
-    inner: dict[str, object] = {
-        "code": error.code,
-        "message": error.message,
-        "status": error.status,
-    }
+def error_envelope(error: ApiError, *, array: bool) -> object:
+    """The ``{"error": {...}}`` envelope, in a one-element array when ``array``."""
+    inner: dict[str, object] = {"code": error.code, "message": error.message}
+    if error.errors:
+        inner["errors"] = list(error.errors)
+    inner["status"] = error.status
     if error.details:
         inner["details"] = list(error.details)
-    envelope: object = [{"error": inner}] if array else {"error": inner}
-    return orjson.dumps(envelope)
+    return [{"error": inner}] if array else {"error": inner}
+
+
+def error_body(error: ApiError, *, array: bool) -> bytes:
+    """The JSON body of an error answer, array-wrapped when ``array``."""
+    return orjson.dumps(error_envelope(error, array=array))
 
 
 _HTML_TEMPLATE = """<!DOCTYPE html>

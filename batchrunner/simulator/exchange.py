@@ -15,6 +15,7 @@ class Exchange:
     __slots__ = (
         "arrival",
         "arrival_unix",
+        "cached_tokens",
         "error_status",
         "fault",
         "finish_reasons",
@@ -22,11 +23,16 @@ class Exchange:
         "last_byte",
         "location",
         "model",
+        "n",
         "plan",
         "reported",
+        "request_type",
         "response_id",
+        "shared_request_type",
         "status",
         "stream",
+        "stream_error",
+        "traffic_type",
     )
 
     def __init__(self, location: str) -> None:
@@ -44,6 +50,18 @@ class Exchange:
         self.finish_reasons: list[str] | None = None
         self.plan: Plan | None = None
         self.reported: tuple[int | None, int | None, int | None, int | None] | None = None
+        self.n = 1
+        self.cached_tokens: int | None = None
+        self.traffic_type: str | None = None
+        self.stream_error: int | None = None  # the code of an error event inside a 200 stream
+        self.shared_request_type: str | None = None  # the tier headers as sent
+        self.request_type: str | None = None
+
+    def answered(self) -> Plan | None:
+        """The plan of a complete answer; None for errors, HTML pages and failed streams."""
+        if self.status != 200 or self.stream_error is not None or self.fault == "html_200":
+            return None
+        return self.plan
 
     def sent(self) -> None:
         now = time.monotonic()
@@ -55,7 +73,7 @@ class Exchange:
         self, method: str, path: str, version: str, project: str, endpoint: str
     ) -> dict[str, object]:
         """The request log's line for this exchange (``SimulatorConfig.request_log``)."""
-        plan = self.plan if self.status == 200 else None
+        plan = self.answered()
         reported = self.reported if plan is not None else None
         first, last = self.first_byte, self.last_byte
         offset = self.arrival_unix - self.arrival
@@ -79,6 +97,14 @@ class Exchange:
             "fault": self.fault,
             "response_id": self.response_id if plan is not None else None,
             "finish_reasons": self.finish_reasons if plan is not None else None,
+            "n": self.n,
+            "tool_calls": plan.tool_calls if plan else None,
+            "tool_calls_per_choice": [len(c.tool_calls) for c in plan.choices] if plan else None,
+            "cached_tokens": self.cached_tokens if plan is not None else None,
+            "traffic_type": self.traffic_type if plan is not None else None,
+            "shared_request_type": self.shared_request_type,
+            "request_type": self.request_type,
+            "stream_error": self.stream_error,
             "reported_prompt_tokens": reported[0] if reported else None,
             "reported_completion_tokens": reported[1] if reported else None,
             "reported_reasoning_tokens": reported[2] if reported else None,

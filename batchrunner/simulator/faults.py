@@ -1,14 +1,23 @@
-"""Fault injection: one seeded draw per chat request picks at most one fault kind."""
+"""Fault injection: one seeded draw per chat request picks at most one fault kind.
+
+Besides statuses, resets, stalls and cut bodies: ``499`` is the CANCELLED answer Vertex
+gives under heavy load (not only when the client goes away); ``html_200`` is a front-end
+HTML page sent with status 200; ``stream_error`` ends a stream after some content with a
+``data: {"error": ...}`` event (429 or 503, object or array form) and no ``[DONE]``.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping
 
-from .config import FAULT_KINDS
-from .envelopes import DSQ_MESSAGE, ApiError, retry_info
+import orjson
 
-ERROR_FAULTS = frozenset({"500", "502", "503", "504", "429"})
+from .config import FAULT_KINDS
+from .envelopes import DSQ_MESSAGE, ApiError, error_envelope, retry_info
+
+ERROR_FAULTS = frozenset({"500", "502", "503", "504", "429", "499"})
+CANCELLED_MESSAGE = "The operation was cancelled."
 
 
 class FaultPicker:
@@ -48,4 +57,18 @@ def fault_error(kind: str, retry_delay_s: float | None) -> ApiError:
     if kind == "429":
         details = () if retry_delay_s is None else (retry_info(retry_delay_s),)
         return ApiError(429, "RESOURCE_EXHAUSTED", DSQ_MESSAGE, details=details)
+    if kind == "499":
+        legacy = {"message": CANCELLED_MESSAGE, "domain": "global", "reason": "backendError"}
+        return ApiError(499, "CANCELLED", CANCELLED_MESSAGE, errors=(legacy,))
     raise ValueError(f"{kind!r} is not a status fault")
+
+
+def stream_error(rng: random.Random, retry_delay_s: float | None) -> tuple[ApiError, bool]:
+    """The error a ``stream_error`` fault sends, and whether it is array-wrapped."""
+    kind = "429" if rng.random() < 0.5 else "503"
+    return fault_error(kind, retry_delay_s), rng.random() < 0.5
+
+
+def stream_error_event(error: ApiError, *, array: bool) -> bytes:
+    """The SSE event that carries ``error`` inside a 200 stream."""
+    return b"data: " + orjson.dumps(error_envelope(error, array=array)) + b"\n\n"

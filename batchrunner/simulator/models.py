@@ -61,6 +61,8 @@ class ModelSpec:
     context_overrides: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({})
     )  # location -> smaller context window
+    implicit_cache: bool = False  # Gemini implicit caching (on by default from 2.5)
+    flex: bool = False  # accepts Flex PayGo (2.5 models refuse it with a 400)
 
     @property
     def publisher(self) -> str:
@@ -117,8 +119,11 @@ def _gemini(
     latency: LatencyProfile,
     price: tuple[float, float],
     thinking_range: tuple[int, int] = (0, 0),
+    flex: bool = False,
 ) -> ModelSpec:
     return ModelSpec(
+        implicit_cache=not name.startswith("google/gemini-2.0"),
+        flex=flex,
         name=name,
         family="gemini",
         locations=GEMINI_LOCATIONS,
@@ -145,24 +150,36 @@ _FLASH_LITE_LATENCY = LatencyProfile(
     queue_s_per_request=0.0005,
 )
 
+_PRO_LATENCY = LatencyProfile(
+    rtt_s=0.04,
+    overhead_s=1.2,
+    prefill_tokens_per_s=15_000.0,
+    decode_tokens_per_s=110.0,
+    jitter_sigma=0.35,
+    stall_probability=0.005,
+    stall_range_s=(1.0, 8.0),
+    queue_free=200,
+    queue_s_per_request=0.002,
+)
+
 _MODEL_LIST: tuple[ModelSpec, ...] = (
+    # The model id Vertex echoes in a published capture; Flex PayGo serves Gemini 3 models.
+    _gemini(
+        "google/gemini-3.1-pro-preview",
+        thinking="always",
+        max_output=65_536,
+        price=(2.00, 12.00),
+        thinking_range=(500, 3000),
+        latency=_PRO_LATENCY,
+        flex=True,
+    ),
     _gemini(
         "google/gemini-2.5-pro",
         thinking="always",
         max_output=65_536,
         price=(1.25, 10.0),
         thinking_range=(500, 3000),
-        latency=LatencyProfile(
-            rtt_s=0.04,
-            overhead_s=1.2,
-            prefill_tokens_per_s=15_000.0,
-            decode_tokens_per_s=110.0,
-            jitter_sigma=0.35,
-            stall_probability=0.005,
-            stall_range_s=(1.0, 8.0),
-            queue_free=200,
-            queue_s_per_request=0.002,
-        ),
+        latency=_PRO_LATENCY,
     ),
     _gemini(
         "google/gemini-2.5-flash",

@@ -1,17 +1,17 @@
-"""Wire shapes of answers: Gemini's proto-JSON (sorted keys, Vertex ids, usage without
-reasoning) and vLLM's (``chatcmpl-`` ids, ``reasoning_content``, usage with reasoning),
-as whole bodies and as SSE events.
+"""Wire shapes of whole answers: Gemini's proto-JSON (sorted keys, Vertex ids, usage without
+reasoning, the serving tier, implicit-cache hits) and vLLM's (``chatcmpl-`` ids, a reasoning
+field, usage with reasoning); streamed answers are built from these in ``_streams``.
 """
 
 from __future__ import annotations
 
 import base64
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
 
+from ._tools import message_tool_calls
 from .answers import Plan, gemini_visible_text
 from .content import ChatRequest
 
@@ -23,6 +23,8 @@ class AnswerOptions:
     omit_usage: bool = False
     omit_message: bool = False
     reasoning_field: str = "reasoning_content"
+    vllm_usage_when_requested: bool = False  # vLLM streams: usage only with include_usage
+    traffic_type: str = "ON_DEMAND"  # usage.extra_properties.google.traffic_type (Gemini)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,7 @@ class Usage:
     completion_tokens: int | None
     reasoning_tokens: int | None
     total_tokens: int | None
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,29 +54,44 @@ def new_response_id(rng: random.Random, family: str) -> str:
     return "chatcmpl-" + rng.randbytes(16).hex()
 
 
-def reported_usage(request: ChatRequest, plan: Plan, options: AnswerOptions) -> Usage:
+def usage_withheld(request: ChatRequest, options: AnswerOptions) -> bool:
+    """Whether the answer carries no usage at all."""
     if options.omit_usage:
+        return True
+    return (
+        request.spec.family != "gemini"
+        and request.stream
+        and options.vllm_usage_when_requested
+        and not request.include_usage
+    )
+
+
+def reported_usage(request: ChatRequest, plan: Plan, options: AnswerOptions) -> Usage:
+    if usage_withheld(request, options):
         return Usage(None, None, None, None)
     p, c, r = plan.prompt_tokens, plan.content_tokens, plan.reasoning_tokens
     if request.spec.family == "gemini":
-        return Usage(p, c, r if r > 0 else None, p + c + r)
+        cached = plan.cached_tokens if plan.cached_tokens > 0 else None
+        return Usage(p, c, r if r > 0 else None, p + c + r, cached)
     return Usage(p, c + r, None, p + c + r)
 
 
-def _gemini_usage(plan: Plan) -> dict[str, object]:
+def gemini_usage(plan: Plan, options: AnswerOptions) -> dict[str, object]:
     p, c, r = plan.prompt_tokens, plan.content_tokens, plan.reasoning_tokens
     usage: dict[str, object] = {
         "completion_tokens": c,
-        "extra_properties": {"google": {"traffic_type": "ON_DEMAND"}},
+        "extra_properties": {"google": {"traffic_type": options.traffic_type}},
         "prompt_tokens": p,
         "total_tokens": p + c + r,
     }
     if r > 0:
         usage["completion_tokens_details"] = {"reasoning_tokens": r}
+    if plan.cached_tokens > 0:
+        usage["prompt_tokens_details"] = {"cached_tokens": plan.cached_tokens}
     return usage
 
 
-def _vllm_usage(plan: Plan) -> dict[str, object]:
+def vllm_usage(plan: Plan) -> dict[str, object]:
     p, c, r = plan.prompt_tokens, plan.content_tokens, plan.reasoning_tokens
     return {
         "prompt_tokens": p,
@@ -83,7 +101,7 @@ def _vllm_usage(plan: Plan) -> dict[str, object]:
     }
 
 
-def _reasoning_keys(options: AnswerOptions) -> tuple[str, ...]:
+def reasoning_keys(options: AnswerOptions) -> tuple[str, ...]:
     if options.reasoning_field == "both":
         return ("reasoning_content", "reasoning")
     return (options.reasoning_field,)
@@ -111,6 +129,8 @@ def completion_body(
                 text = gemini_visible_text(request, choice)
                 if text:  # thinking that ate the whole budget leaves no content at all
                     message["content"] = text
+                if choice.tool_calls:
+                    message["tool_calls"] = message_tool_calls(choice.tool_calls)
                 entry["message"] = message
             gemini_choices.append(entry)
         body: dict[str, object] = {
@@ -122,7 +142,7 @@ def completion_body(
             "system_fingerprint": "",
         }
         if not options.omit_usage:
-            body["usage"] = _gemini_usage(plan)
+            body["usage"] = gemini_usage(plan, options)
         return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     vllm_choices = []
     for index, choice in enumerate(plan.choices):
@@ -131,10 +151,10 @@ def completion_body(
             message = {"role": "assistant"}
             reasoning = choice.reasoning_text() if choice.reasoning else None
             if request.spec.reasoning:
-                for key in _reasoning_keys(options):
+                for key in reasoning_keys(options):
                     message[key] = reasoning
             message["content"] = choice.content_text() or None
-            message["tool_calls"] = []
+            message["tool_calls"] = message_tool_calls(choice.tool_calls)
             entry["message"] = message
         entry["logprobs"] = None
         entry["finish_reason"] = choice.finish_reason
@@ -148,146 +168,15 @@ def completion_body(
         "choices": vllm_choices,
     }
     if not options.omit_usage:
-        body["usage"] = _vllm_usage(plan)
+        body["usage"] = vllm_usage(plan)
     body["prompt_logprobs"] = None
     return orjson.dumps(body)
 
 
-def _sse(payload: dict[str, object], *, sort: bool) -> bytes:
+def sse(payload: object, *, sort: bool) -> bytes:
+    """One ``data:`` event; Gemini's proto-JSON sorts keys, vLLM's keeps its own order."""
     option = orjson.OPT_SORT_KEYS if sort else 0
     return b"data: " + orjson.dumps(payload, option=option) + b"\n\n"
 
 
 DONE_EVENT = b"data: [DONE]\n\n"
-
-
-def _split(
-    tokens: tuple[str, ...], rng: random.Random, lo: int, hi: int
-) -> Iterator[tuple[str, int]]:
-    i = 0
-    while i < len(tokens):
-        size = rng.randint(lo, hi)
-        piece = tokens[i : i + size]
-        yield "".join(piece), len(piece)
-        i += size
-
-
-def stream_events(
-    request: ChatRequest,
-    plan: Plan,
-    *,
-    response_id: str,
-    created: int,
-    options: AnswerOptions,
-) -> list[StreamEvent]:
-    """Every SSE event of a streamed answer, ``[DONE]`` included, in order."""
-    rng = random.Random(request.digest ^ 0x5EED)
-    if request.spec.family == "gemini":
-        return _gemini_events(request, plan, rng, response_id, created, options)
-    return _vllm_events(request, plan, rng, response_id, created, options)
-
-
-def _gemini_events(
-    request: ChatRequest,
-    plan: Plan,
-    rng: random.Random,
-    response_id: str,
-    created: int,
-    options: AnswerOptions,
-) -> list[StreamEvent]:
-    head = {
-        "created": created,
-        "id": response_id,
-        "model": request.model,
-        "object": "chat.completion.chunk",
-        "system_fingerprint": "",
-    }
-    events: list[StreamEvent] = []
-    last = len(plan.choices) - 1
-    for index, choice in enumerate(plan.choices):
-        pieces: list[tuple[str, int]] = []
-        if not options.omit_message:
-            text = gemini_visible_text(request, choice)
-            prefix_len = len(text) - len(choice.content_text())
-            if prefix_len > 0:  # a thought summary arrives as its own chunk
-                pieces.append((text[:prefix_len], 0))
-            pieces.extend(_split(choice.content, rng, 8, 40))
-        if not pieces:
-            pieces.append(("", 0))
-        for k, (text, count) in enumerate(pieces):
-            delta: dict[str, object] = {"role": "assistant"}
-            if text:
-                delta["content"] = text
-            entry: dict[str, object] = {"delta": delta, "index": index, "logprobs": None}
-            payload: dict[str, object] = {"choices": [entry], **head}
-            if k == len(pieces) - 1:
-                entry["finish_reason"] = choice.finish_reason
-                if index == last and not options.omit_usage:
-                    payload["usage"] = _gemini_usage(plan)
-            events.append(StreamEvent(_sse(payload, sort=True), count))
-    events.append(StreamEvent(DONE_EVENT, 0))
-    return events
-
-
-def _vllm_events(
-    request: ChatRequest,
-    plan: Plan,
-    rng: random.Random,
-    response_id: str,
-    created: int,
-    options: AnswerOptions,
-) -> list[StreamEvent]:
-    def chunk(index: int, delta: dict[str, object], finish: str | None) -> dict[str, object]:
-        return {
-            "id": response_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": request.model,
-            "choices": [
-                {
-                    "index": index,
-                    "delta": delta,
-                    "logprobs": None,
-                    "finish_reason": finish,
-                    **({"stop_reason": None} if finish else {}),
-                }
-            ],
-        }
-
-    keys = _reasoning_keys(options)
-    events: list[StreamEvent] = []
-    last = len(plan.choices) - 1
-    for index, choice in enumerate(plan.choices):
-        events.append(
-            StreamEvent(
-                _sse(chunk(index, {"role": "assistant", "content": ""}, None), sort=False), 0
-            )
-        )
-        deltas: list[tuple[dict[str, object], int]] = []
-        if not options.omit_message:
-            for text, count in _split(choice.reasoning, rng, 1, 4):
-                deltas.append(({key: text for key in keys}, count))
-            for text, count in _split(choice.content, rng, 1, 4):
-                deltas.append(({"content": text}, count))
-        if not deltas:
-            deltas.append(({}, 0))
-        for k, (delta, count) in enumerate(deltas):
-            final = k == len(deltas) - 1
-            payload = chunk(index, delta, choice.finish_reason if final else None)
-            if final and index == last and not request.include_usage and not options.omit_usage:
-                # Without stream_options.include_usage the final chunk carries the usage,
-                # as Vertex does for Gemini; with it, vLLM's separate usage chunk follows.
-                payload["usage"] = _vllm_usage(plan)
-            events.append(StreamEvent(_sse(payload, sort=False), count))
-    if request.include_usage and not options.omit_usage:
-        usage_chunk: dict[str, object] = {
-            "id": response_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": request.model,
-            "choices": [],
-            "usage": _vllm_usage(plan),
-        }
-        events.append(StreamEvent(_sse(usage_chunk, sort=False), 0))
-    events.append(StreamEvent(DONE_EVENT, 0))
-    return events
