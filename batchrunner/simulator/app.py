@@ -34,6 +34,7 @@ from .shapes import (
     reported_usage,
     stream_events,
 )
+from .storage import ObjectStore, StorageApi, is_storage_path
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ class SimulatorState:
         self.latency_rng = random.Random(f"{config.seed}:latency")
         self.id_rng = random.Random()  # response ids stay unique across simulator runs
         self.recorder = Recorder(config.request_log, config.keep_records)
+        self.storage = ObjectStore(max_bytes=config.storage_max_bytes)
+        self.storage_api = StorageApi(self.storage, self.tokens, anonymous=config.storage_anonymous)
         self._lock = threading.Lock()
         self._requests = 0
         self._by_status: Counter[int] = Counter()
@@ -107,6 +110,8 @@ class SimulatorState:
             return await token_endpoint(request, self.tokens, self.keys)
         if path == "/" or path.startswith("/computeMetadata/"):
             return await metadata_route(request, self.tokens, self.keys, self.config.project)
+        if is_storage_path(path):
+            return await self.storage_api.handle(request)
         match = CHAT_PATH.match(path)
         if match is None or request.method != "POST":
             return error_response(

@@ -54,6 +54,8 @@ class SimulatorConfig:
     clock: Callable[[], float] = time.monotonic  # token expiry and quota buckets
     reasoning_field: str = "reasoning_content"  # gpt-oss: "reasoning_content"|"reasoning"|"both"
     strict_project: bool = True  # 403 for a project other than ``project``
+    storage_max_bytes: int = 2 * 1024**3  # all objects together, in memory
+    storage_anonymous: bool = True  # serve Cloud Storage requests that carry no token
 
     def __post_init__(self) -> None:
         if self.latency not in LATENCY_PROFILES:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from .app import SimulatorState, build_app
 from .config import SimulatorConfig, SimulatorStatistics
+from .storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,15 @@ class Simulator:
     def records(self) -> list[dict[str, object]]:
         """One record per chat request served (only when ``keep_records``)."""
         return self._state.recorder.records
+
+    @property
+    def storage(self) -> ObjectStore:
+        """The simulated Cloud Storage (seed inputs, read predictions without HTTP)."""
+        return self._state.storage
+
+    def storage_url(self) -> str:
+        """The value for ``STORAGE_EMULATOR_HOST`` (scheme included, as the client wants)."""
+        return self.root_url
 
     def flush_log(self) -> None:
         """Write buffered request-log lines to disk now."""
