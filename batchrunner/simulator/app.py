@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .answers import plan_answer
 from .auth import KeyRing, TokenStore, metadata_route, token_endpoint
+from .batch import BATCH_PATH, BatchService
 from .config import SimulatorConfig, SimulatorStatistics
 from .content import ModelResolver, parse_request, validate_limits
 from .envelopes import ApiError, error_response
@@ -75,6 +76,7 @@ class SimulatorState:
         self.recorder = Recorder(config.request_log, config.keep_records)
         self.storage = ObjectStore(max_bytes=config.storage_max_bytes)
         self.storage_api = StorageApi(self.storage, self.tokens, anonymous=config.storage_anonymous)
+        self.batch = BatchService(config, models, self.tokens, self.storage)
         self._lock = threading.Lock()
         self._requests = 0
         self._by_status: Counter[int] = Counter()
@@ -112,6 +114,8 @@ class SimulatorState:
             return await metadata_route(request, self.tokens, self.keys, self.config.project)
         if is_storage_path(path):
             return await self.storage_api.handle(request)
+        if BATCH_PATH.match(path):
+            return await self.batch.handle(request)
         match = CHAT_PATH.match(path)
         if match is None or request.method != "POST":
             return error_response(

@@ -54,6 +54,13 @@ class SimulatorConfig:
     clock: Callable[[], float] = time.monotonic  # token expiry and quota buckets
     reasoning_field: str = "reasoning_content"  # gpt-oss: "reasoning_content"|"reasoning"|"both"
     strict_project: bool = True  # 403 for a project other than ``project``
+    # Batch prediction and Cloud Storage (batchrunner.simulator.batch, .storage).
+    batch_turnaround_s: float = 5.0  # created -> ended, on ``clock``: 10% queued, 10% pending
+    batch_outcome: str = "succeed"  # "succeed" | "fail" | "expire"; label sim-outcome overrides
+    batch_line_failure_rate: float = 0.0  # share of lines answered with a 429/500 status
+    batch_max_requests: int = 200_000  # lines per input file; more fails the job
+    batch_max_input_bytes: int = 1_000_000_000  # bytes per input file; more fails the job
+    batch_shuffle_output: bool = True  # predictions in a seeded order, not the input's
     storage_max_bytes: int = 2 * 1024**3  # all objects together, in memory
     storage_anonymous: bool = True  # serve Cloud Storage requests that carry no token
 

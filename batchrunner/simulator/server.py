@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from .app import SimulatorState, build_app
+from .batch import BatchService
 from .config import SimulatorConfig, SimulatorStatistics
 from .storage import ObjectStore
 
@@ -77,6 +78,11 @@ class Simulator:
     def storage(self) -> ObjectStore:
         """The simulated Cloud Storage (seed inputs, read predictions without HTTP)."""
         return self._state.storage
+
+    @property
+    def batch(self) -> BatchService:
+        """Batch prediction jobs: ``jobs()`` and ``lines()`` are the server's record."""
+        return self._state.batch
 
     def storage_url(self) -> str:
         """The value for ``STORAGE_EMULATOR_HOST`` (scheme included, as the client wants)."""

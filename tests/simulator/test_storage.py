@@ -88,7 +88,9 @@ def test_listing_pages_through_page_tokens_and_folds_prefixes_with_a_delimiter(
     pages = emulated_client.list_blobs("many", prefix="p/", max_results=None, page_size=3).pages
     seen = [[b.name for b in page] for page in pages]
     assert [len(page) for page in seen] == [3, 3, 2]
-    assert [name for page in seen for name in page] == [f"p/{i:02d}.jsonl" for i in range(7)] + ["p/sub/a"]
+    assert [name for page in seen for name in page] == [f"p/{i:02d}.jsonl" for i in range(7)] + [
+        "p/sub/a"
+    ]
 
     folded = emulated_client.list_blobs("many", prefix="p/", delimiter="/")
     assert [b.name for b in folded] == [f"p/{i:02d}.jsonl" for i in range(7)]
