@@ -647,10 +647,20 @@ class BatchService:
                 _enter(job, "JOB_STATE_FAILED", at)
                 return
             job.line_count = count
-            stamp = datetime.fromtimestamp(self._wall() - (self._clock() - at), UTC)
-            job.output_directory = (
-                f"{job.output_prefix}/prediction-model-{stamp.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z"
-            )
+            job.output_directory = self._output_directory(job.output_prefix, at)
+
+    def _output_directory(self, prefix: str, at: float) -> str:
+        """``prediction-model-{start}``, a microsecond later when another job started at the
+        same instant under the same prefix (an injected clock can make that happen).
+        """
+        micros = round((self._wall() - (self._clock() - at)) * 1_000_000)
+        used = {j.output_directory for j in self._jobs.values()}
+        while True:
+            stamp = datetime.fromtimestamp(micros / 1_000_000, UTC)
+            directory = f"{prefix}/prediction-model-{stamp.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z"
+            if directory not in used:
+                return directory
+            micros += 1
 
     def _check_inputs(self, job: _Job) -> tuple[dict[str, object] | None, int]:
         config = self._config

@@ -578,3 +578,18 @@ async def test_one_record_per_created_job_with_its_input_uris_and_line_count(
     )
     gemini = next(r for r in lines if r.model == "google/gemini-2.5-flash")
     assert (gemini.price_in_per_m, gemini.price_out_per_m) == pytest.approx((0.15, 1.25))
+
+
+async def test_two_jobs_starting_together_under_one_prefix_write_to_separate_directories(
+    sim: Simulator, http: aiohttp.ClientSession, clock: Clock
+) -> None:
+    put_jsonl(sim, "gs://in/g.jsonl", [gemini_line("g", "x")])
+    put_jsonl(sim, "gs://in/o.jsonl", [openai_line("o", "x")])
+    first = await create(http, sim, job_body(GEMINI_PATH, ["gs://in/g.jsonl"]))
+    second = await create(http, sim, job_body(GPT_OSS_PATH, ["gs://in/o.jsonl"]))
+    clock.now += T
+    first, second = await get(http, sim, first), await get(http, sim, second)
+    directories = {j["outputInfo"]["gcsOutputDirectory"] for j in (first, second)}
+    assert len(directories) == 2 and all(OUTPUT_DIR.match(d) for d in directories)
+    assert [p["key"] for p in read_predictions(sim, first)] == ["g"]
+    assert [p["custom_id"] for p in read_predictions(sim, second)] == ["o"]
