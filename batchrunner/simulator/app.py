@@ -20,6 +20,7 @@ from ._streams import stream_events
 from ._tiers import REQUEST_TYPE_HEADER, SHARED_REQUEST_TYPE_HEADER, TierDesk
 from .answers import plan_answer, screen_prompt, shape_plan
 from .auth import KeyRing, TokenStore, metadata_route, token_endpoint
+from .batch import BATCH_PATH, BatchService
 from .config import SimulatorConfig, SimulatorStatistics, effective_faults, shape_settings
 from .content import ModelResolver, parse_request, validate_limits
 from .envelopes import ApiError, bad_gateway_page, error_response
@@ -36,6 +37,7 @@ from .shapes import (
     new_response_id,
     reported_usage,
 )
+from .storage import ObjectStore, StorageApi, is_storage_path
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ class SimulatorState:
         )
         self.recorder = Recorder(config.request_log, config.keep_records)
         self.counters = Counters()
+        self.storage = ObjectStore(max_bytes=config.storage_max_bytes)
+        self.storage_api = StorageApi(self.storage, self.tokens, anonymous=config.storage_anonymous)
+        self.batch = BatchService(config, models, self.tokens, self.storage)
 
     def statistics(self) -> SimulatorStatistics:
         return self.counters.snapshot(self.tokens.issued)
@@ -97,6 +102,10 @@ class SimulatorState:
             return await token_endpoint(request, self.tokens, self.keys)
         if path == "/" or path.startswith("/computeMetadata/"):
             return await metadata_route(request, self.tokens, self.keys, self.config.project)
+        if is_storage_path(path):
+            return await self.storage_api.handle(request)
+        if BATCH_PATH.match(path):
+            return await self.batch.handle(request)
         match = CHAT_PATH.match(path)
         if match is None or request.method != "POST":
             return error_response(

@@ -103,6 +103,15 @@ class SimulatorConfig:
     # Flex PayGo's queueing before prefill; None = 0 (zero), 5-20 ms (fast), a log-normal
     # around 20 s capped at 15 min (realistic).
     flex_queue_s: float | None = None
+    # Batch prediction and Cloud Storage (batchrunner.simulator.batch, .storage).
+    batch_turnaround_s: float = 5.0  # created -> ended, on ``clock``: 10% queued, 10% pending
+    batch_outcome: str = "succeed"  # "succeed" | "fail" | "expire"; label sim-outcome overrides
+    batch_line_failure_rate: float = 0.0  # share of lines answered with a 429/500 status
+    batch_max_requests: int = 200_000  # lines per input file; more fails the job
+    batch_max_input_bytes: int = 1_000_000_000  # bytes per input file; more fails the job
+    batch_shuffle_output: bool = True  # predictions in a seeded order, not the input's
+    storage_max_bytes: int = 2 * 1024**3  # all objects together, in memory
+    storage_anonymous: bool = True  # serve Cloud Storage requests that carry no token
 
     def __post_init__(self) -> None:
         if self.latency not in LATENCY_PROFILES:

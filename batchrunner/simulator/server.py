@@ -20,7 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from .app import SimulatorState, build_app
+from .batch import BatchService
 from .config import SimulatorConfig, SimulatorStatistics
+from .storage import ObjectStore
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,20 @@ class Simulator:
     def records(self) -> list[dict[str, object]]:
         """One record per chat request served (only when ``keep_records``)."""
         return self._state.recorder.records
+
+    @property
+    def storage(self) -> ObjectStore:
+        """The simulated Cloud Storage (seed inputs, read predictions without HTTP)."""
+        return self._state.storage
+
+    @property
+    def batch(self) -> BatchService:
+        """Batch prediction jobs: ``jobs()`` and ``lines()`` are the server's record."""
+        return self._state.batch
+
+    def storage_url(self) -> str:
+        """The value for ``STORAGE_EMULATOR_HOST`` (scheme included, as the client wants)."""
+        return self.root_url
 
     def flush_log(self) -> None:
         """Write buffered request-log lines to disk now."""

@@ -31,6 +31,7 @@ def test_public_surface_is_exactly_all() -> None:
     public = {name for name in dir(simulator) if not name.startswith("_")}
     modules = {"app", "auth", "config", "content", "envelopes", "exchange", "faults", "latency"}
     modules |= {"answers", "models", "quotas", "recorder", "server", "shapes", "annotations"}
+    modules |= {"batch", "storage"}
     assert public - modules == set(simulator.__all__)
 
 
