@@ -20,8 +20,8 @@ pytest.importorskip("ray.data")
 from batchrunner.config import RunConfig, build_config  # noqa: E402
 from batchrunner.limits.local import LimitConfig  # noqa: E402
 from batchrunner.limits.ray import LimiterService  # noqa: E402
+from batchrunner.output.read import load_results  # noqa: E402
 from batchrunner.pipeline.runner import RunSummary  # noqa: E402
-from batchrunner.report.render import load_results  # noqa: E402
 from batchrunner.scale.ray import run_on_ray  # noqa: E402
 from batchrunner.simulator import Simulator, SimulatorConfig, start_simulator_thread  # noqa: E402
 
