@@ -74,7 +74,8 @@ def test_the_estimate_includes_the_models_reasoning_prior(tmp_path: Path) -> Non
     assert prior is not None and prior.reasoning_prior
     m = est.models[MODEL]
     assert m.reasoning_tokens == m.requests * round(prior.reasoning_prior)
-    assert m.output_tokens == m.requests * (est.assumed_output_tokens + round(prior.reasoning_prior))
+    per_answer = est.assumed_output_tokens + round(prior.reasoning_prior)
+    assert m.output_tokens == m.requests * per_answer
     assert "reasoning prior" in m.basis and "guess" in m.basis
 
 
