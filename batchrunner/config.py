@@ -179,6 +179,27 @@ def shard_path(path: str | os.PathLike[str], index: int, count: int) -> Path:
     return p.with_name(f"{p.name.removesuffix(suffix)}.{shard_name(index, count)}{suffix}")
 
 
+# --- consumption tiers: chosen by request headers, not by the body ---------------------------
+
+TIERS: Final = ("standard", "flex", "priority")
+PROVISIONED_MODES: Final = ("auto", "only", "never")
+SHARED_REQUEST_TYPE_HEADER: Final = "X-Vertex-AI-LLM-Shared-Request-Type"
+REQUEST_TYPE_HEADER: Final = "X-Vertex-AI-LLM-Request-Type"
+FLEX_TIMEOUT_S: Final = 1800.0  # Flex requests may queue up to 30 minutes
+
+
+def tier_headers(tier: str, provisioned: str) -> dict[str, str]:
+    """The request headers that ask Vertex for ``tier`` and a Provisioned Throughput mode."""
+    headers: dict[str, str] = {}
+    if tier in ("flex", "priority"):
+        headers[SHARED_REQUEST_TYPE_HEADER] = tier
+    if provisioned == "only":
+        headers[REQUEST_TYPE_HEADER] = "dedicated"
+    elif provisioned == "never":
+        headers[REQUEST_TYPE_HEADER] = "shared"
+    return headers
+
+
 @dataclass(frozen=True, slots=True)
 class SimulateOptions:
     """Knobs of the built-in simulator used by ``--simulate``."""
@@ -221,7 +242,11 @@ class RunConfig:
     timeout_s: float = 600.0
     connect_timeout_s: float = 20.0
     max_row_s: float = 1800.0
-    max_cost: float | None = None
+    max_cost: float | None = None  # the whole job's budget: earlier runs into OUTPUT count
+    # consumption tiers: the run's, and per model (model id -> tier) where it differs
+    tier: str = "standard"
+    model_tiers: Mapping[str, str] = field(default_factory=dict)
+    provisioned: str = "auto"
     # output
     restart: bool = False
     retry_failed: bool = False
@@ -250,6 +275,19 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed cannot be combined")
+        for model, tier in {"--tier": self.tier, **self.model_tiers}.items():
+            if tier not in TIERS:
+                where = model if model == "--tier" else f"tier of {model}"
+                raise ConfigError(f"{where}: unknown tier {tier!r}; expected {', '.join(TIERS)}")
+        if self.provisioned not in PROVISIONED_MODES:
+            raise ConfigError(
+                f"--provisioned: unknown mode {self.provisioned!r}; "
+                f"expected {', '.join(PROVISIONED_MODES)}"
+            )
+
+    def tier_of(self, model: str) -> str:
+        """The tier requests for ``model`` ask for."""
+        return self.model_tiers.get(model, self.tier)
 
 
 # Names a job file may use at its top level, with their RunConfig field.
@@ -273,6 +311,8 @@ _SCALARS: dict[str, str] = {
     "connect_timeout": "connect_timeout_s",
     "max_row_seconds": "max_row_s",
     "max_cost": "max_cost",
+    "tier": "tier",
+    "provisioned": "provisioned",
     "restart": "restart",
     "retry_failed": "retry_failed",
     "ordered": "ordered",
@@ -282,7 +322,7 @@ _SCALARS: dict[str, str] = {
     "checkpoint_seconds": "checkpoint_s",
     "grace_seconds": "grace_s",
 }
-_TABLES = frozenset({"params", "google", "fields", "simulate", "auth"})
+_TABLES = frozenset({"params", "google", "fields", "simulate", "auth", "tiers"})
 _LISTS = frozenset({"models", "model"})
 _REQUEST = frozenset({"system", "stream"})
 
@@ -391,6 +431,15 @@ def build_config(
         if "summary_path" in values:
             values["summary_path"] = shard_path(values["summary_path"], *shard)
     values["fields"] = _fields(merged.get("fields") or {})
+    tiers = merged.get("tiers") or {}
+    if not all(isinstance(m, str) and isinstance(t, str) for m, t in tiers.items()):
+        raise ConfigError('[tiers] maps model ids to tier names, e.g. "google/x" = "flex"')
+    values["model_tiers"] = dict(tiers)
+    tier = values.get("tier", "standard")
+    if "timeout_s" not in values and "flex" in (tier, *tiers.values()):
+        # Flex queues up to 30 minutes before it answers; a default deadline would give up.
+        values["timeout_s"] = FLEX_TIMEOUT_S
+        values.setdefault("max_row_s", 3 * FLEX_TIMEOUT_S)
     values["request"] = _request(merged)
     values["auth"] = _auth(merged.get("auth") or {}, env)
     sim = merged.get("simulate")

@@ -112,7 +112,20 @@ def add_run(sub: Any) -> None:
         "--max-cost",
         type=float,
         metavar="USD",
-        help="stop admitting requests once the spend estimate reaches this",
+        help="the whole job's budget: earlier runs into OUTPUT count, and a run admits "
+        "requests only while spent + in flight stays below it (exit 3 once spent)",
+    )
+    f.add_argument(
+        "--tier",
+        choices=["standard", "flex", "priority"],
+        help="Vertex consumption tier to ask for (Flex: half price, queues up to 30 min, "
+        "default timeout 1800 s; Priority: about 1.8x); per model: [tiers] in --config",
+    )
+    f.add_argument(
+        "--provisioned",
+        choices=["auto", "only", "never"],
+        help="Provisioned Throughput: only = dedicated (429 when exceeded), never = shared "
+        "(bypass it), auto (default) = Vertex decides",
     )
     o = p.add_argument_group("output")
     o.add_argument(
@@ -229,6 +242,8 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
         "max_attempts": ns.max_attempts,
         "timeout": ns.timeout,
         "max_cost": ns.max_cost,
+        "tier": ns.tier,
+        "provisioned": ns.provisioned,
         "restart": ns.restart,
         "retry_failed": ns.retry_failed,
         "ordered": ns.ordered,
@@ -316,6 +331,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         config.summary_path.write_text(render(summary.stats, "json"), encoding="utf-8")
     if summary.fatal:
         print(f"batchrunner: aborted: {summary.fatal}", file=sys.stderr)
+    elif summary.budget_spent or (summary.stopped and "Flex" in summary.stopped):
+        print(f"batchrunner: stopped: {summary.stopped}", file=sys.stderr)
     elif summary.stopped:
         print(
             f"batchrunner: stopped early ({summary.stopped}); run the same command again to "

@@ -63,6 +63,34 @@ def add_simulate(sub: Any) -> None:
         metavar="PATH",
         help="one JSON line per request served (server-side ground truth)",
     )
+    _add_tier_flags(p)
+
+
+def _add_tier_flags(p: Any) -> None:
+    """Consumption tiers: a project with Provisioned Throughput, and Flex's queueing."""
+    p.add_argument(
+        "--provisioned-share",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of Gemini requests without an X-Vertex-AI-LLM-Request-Type header that "
+        "Provisioned Throughput serves (0 = the project has none)",
+    )
+    p.add_argument(
+        "--provisioned-rps",
+        type=float,
+        metavar="N",
+        help="Provisioned Throughput capacity in requests per second per model and location "
+        "(overflow: 429 'Exceeded the Provisioned Throughput' under 'dedicated', the shared "
+        "pool otherwise); unset = unlimited",
+    )
+    p.add_argument(
+        "--flex-queue",
+        type=float,
+        metavar="SECONDS",
+        help="how long a Flex request queues before it is served (default by --latency: 0, "
+        "5-20 ms when fast, about 20 s when realistic)",
+    )
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
@@ -97,6 +125,9 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
         retry_delay_s=ns.retry_delay,
         array_errors=not ns.object_errors,
         request_log=ns.request_log,
+        provisioned_share=ns.provisioned_share,
+        provisioned_rps=ns.provisioned_rps,
+        flex_queue_s=ns.flex_queue,
     )
 
     def ready(sim: Any) -> None:

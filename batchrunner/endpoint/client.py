@@ -176,7 +176,11 @@ class ChatClient:
         auth: Authenticator,
         *,
         clock: Callable[[], float] = time.perf_counter,
+        headers: Mapping[str, str] | None = None,
+        model_headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
+        """``headers`` go with every request (the run's tier); ``model_headers`` replace
+        them for the models they name (a model's own tier)."""
         self._wire = wire
         self._url = url
         self._auth = auth
@@ -185,6 +189,10 @@ class ChatClient:
         self._creds: AuthHeaders | None = None
         self._plain_headers: dict[str, str] = {}
         self._sse_headers: dict[str, str] = {}
+        self._headers = dict(headers or {})
+        self._model_headers = {m: dict(h) for m, h in (model_headers or {}).items()}
+        # (plain, streamed) headers per model with headers of its own, built once per token.
+        self._per_model: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
 
     async def send(self, spec: RequestSpec) -> Answer:
         """One attempt; a 401 refreshes the token and tries once more."""
@@ -208,18 +216,21 @@ class ChatClient:
     async def _attempt(self, spec: RequestSpec, creds: AuthHeaders) -> Answer:
         if creds is not self._creds:
             self._creds = creds
-            self._plain_headers = {**_HEADERS, **creds.headers}
-            self._sse_headers = {**_SSE_HEADERS, **creds.headers}
+            self._plain_headers = {**_HEADERS, **creds.headers, **self._headers}
+            self._sse_headers = {**_SSE_HEADERS, **creds.headers, **self._headers}
+            self._per_model = {
+                model: ({**_HEADERS, **creds.headers, **h}, {**_SSE_HEADERS, **creds.headers, **h})
+                for model, h in self._model_headers.items()
+            }
+        plain, sse = self._per_model.get(spec.model) or (self._plain_headers, self._sse_headers)
         # The wire bounds the whole attempt by its total timeout.
         started = self._clock()
         if not spec.stream:
-            status, response_headers, body = await self._wire.fetch(
-                self._url, self._plain_headers, spec.body
-            )
+            status, response_headers, body = await self._wire.fetch(self._url, plain, spec.body)
             if status >= 400:
                 raise error_from_response(status, response_headers, body)
             return parse_completion(body, status, self._clock() - started)
-        async with self._wire.post(self._url, self._sse_headers, spec.body) as response:
+        async with self._wire.post(self._url, sse, spec.body) as response:
             status = response.status
             if status >= 400:
                 body = await response.read()

@@ -18,6 +18,23 @@ _ENDPOINT_ID = re.compile(r"^(openapi|\d+)$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
+_VERTEX_PATH = re.compile(r"/v1(?:beta1)?/projects/[^/]+/locations/[^/]+/endpoints/[^/]+")
+
+
+def is_vertex_url(url: str) -> bool:
+    """Whether ``url`` is Vertex's (its host, or its project/location/endpoint path).
+
+    Consumption tiers (Flex, Priority, Provisioned Throughput) exist only there; another
+    OpenAI-compatible server ignores their headers and reports no traffic type.
+    """
+    rest = url.partition("://")[2] or url
+    host, _, path = rest.partition("/")
+    host = host.rpartition("@")[2].partition(":")[0].lower()
+    if host.endswith("aiplatform.googleapis.com") or host.endswith(".rep.googleapis.com"):
+        return True
+    return _VERTEX_PATH.search("/" + path) is not None
+
+
 def vertex_host(location: str) -> str:
     """The API host that serves ``location``."""
     if location == "global":

@@ -112,6 +112,7 @@ class Entry(NamedTuple):
     status: str
     row: int | None
     model: str
+    cost: float | None = None  # cost_usd: what the row's answer was billed
 
 
 def parse_line(line: bytes) -> Entry | None:
@@ -132,20 +133,29 @@ def parse_line(line: bytes) -> Entry | None:
         return None
     if not isinstance(row, int) or isinstance(row, bool):
         row = None
-    return Entry(key_of(id_, model), status, row, model)
+    cost = obj.get("cost_usd")
+    if not isinstance(cost, float | int) or isinstance(cost, bool):
+        cost = None
+    return Entry(key_of(id_, model), status, row, model, cost)
 
 
 def iter_parquet_entries(path: Path, *, columns: list[str] | None = None) -> Iterator[Entry]:
     """Stream the entries of one Parquet file, a record batch at a time (raises on a bad file)."""
-    wanted = columns if columns is not None else [*KEY_COLUMNS, "row"]
+    wanted = columns if columns is not None else [*KEY_COLUMNS, "row", "cost_usd"]
     with pq.ParquetFile(path) as pf:
+        if "cost_usd" in wanted and "cost_usd" not in pf.schema_arrow.names:
+            wanted = [name for name in wanted if name != "cost_usd"]
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
             ids = batch.column("id").to_pylist()
             models = batch.column("model").to_pylist()
             statuses = batch.column("status").to_pylist()
-            rows = batch.column("row").to_pylist() if "row" in wanted else [None] * len(ids)
-            for id_, model, status, row in zip(ids, models, statuses, rows, strict=True):
-                yield Entry(key_of(id_, model), status, row, model)
+            none = [None] * len(ids)
+            rows = batch.column("row").to_pylist() if "row" in wanted else none
+            costs = batch.column("cost_usd").to_pylist() if "cost_usd" in wanted else none
+            for id_, model, status, row, cost in zip(
+                ids, models, statuses, rows, costs, strict=True
+            ):
+                yield Entry(key_of(id_, model), status, row, model, cost)
 
 
 def read_part_entries(path: Path) -> list[Entry] | None:

@@ -41,6 +41,7 @@ __all__ = [
     "check_identity",
     "key_of",
     "load_resume_state",
+    "record_budget_spent",
     "run_identity",
 ]
 
@@ -63,6 +64,8 @@ class ResumeState:
     failed: frozenset[int] | set[int] = field(default_factory=frozenset)
     rows_found: int = 0  # readable rows, counting a resent row each time it appears
     torn: int = 0  # torn or unreadable lines, half-written or unreadable parts skipped
+    spent_usd: float = 0.0  # the sum of cost_usd over every row read: the job's spend so far
+    budget_spent: float | None = None  # the --max-cost an earlier run stopped at, if one did
 
     def is_done(self, id: str, model: str, *, retry_failed: bool) -> bool:
         """True when (id, model) must not be sent again."""
@@ -81,15 +84,18 @@ class ResumeState:
 
 
 class _Collector:
-    __slots__ = ("done", "failed", "rows")
+    __slots__ = ("done", "failed", "rows", "spent")
 
     def __init__(self) -> None:
         self.done: set[int] = set()
         self.failed: set[int] = set()
         self.rows = 0
+        self.spent = 0.0
 
     def add(self, entry: Entry) -> None:
         self.rows += 1
+        if entry.cost is not None:
+            self.spent += entry.cost
         self.done.add(entry.key)
         if entry.status == "error":
             self.failed.add(entry.key)
@@ -101,8 +107,10 @@ def load_resume_state(path: str | os.PathLike[str]) -> ResumeState:
     """Read OUTPUT (and, for Parquet, its uncompacted parts and journals) into a ResumeState.
 
     Streams the files (a journal holds at most one part's rows); a missing OUTPUT gives an
-    empty state. Torn JSONL or journal lines, Parquet temp files (deleted here) and unreadable
-    parts are skipped and counted in ``torn``: their rows are not done and will be sent again.
+    empty state. ``spent_usd`` sums the rows' ``cost_usd``: what earlier runs into OUTPUT
+    spent, read from the rows themselves so that it survives a crash (``--max-cost``).
+    Torn JSONL or journal lines, Parquet temp files (deleted here) and unreadable parts are
+    skipped and counted in ``torn``: their rows are not done and will be sent again.
     """
     out = Path(path)
     fmt = output_format(out)
@@ -115,7 +123,41 @@ def load_resume_state(path: str | os.PathLike[str]) -> ResumeState:
         logger.warning(
             "%s: skipped %d torn or unreadable entries; their rows will be resent", out, torn
         )
-    return ResumeState(collector.done, collector.failed, collector.rows, torn)
+    return ResumeState(
+        collector.done, collector.failed, collector.rows, torn, collector.spent, _budget_spent(out)
+    )
+
+
+def _budget_spent(out: Path) -> float | None:
+    """The budget an earlier run into ``out`` spent, from the manifest (None if none did)."""
+    try:
+        stored = orjson.loads(manifest_path(out).read_bytes()).get("budget_spent")
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+    return float(stored) if isinstance(stored, int | float) else None
+
+
+def record_budget_spent(path: str | os.PathLike[str], budget: float) -> None:
+    """Record beside OUTPUT that ``budget`` is spent, so a rerun at that budget sends nothing.
+
+    The spend itself is read from the rows; this records only that admission stopped at
+    ``budget``, since what the requests in flight then cost may leave the rows' sum a
+    little under it. A later run with a larger budget continues.
+    """
+    out = Path(path)
+    manifest = manifest_path(out)
+    try:
+        data = orjson.loads(manifest.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise output_error("read", manifest, OSError(str(exc))) from exc
+    data["budget_spent"] = budget
+    try:
+        write_atomically(
+            manifest,
+            orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n",
+        )
+    except OSError as exc:
+        raise output_error("write", manifest, exc) from exc
 
 
 def _load_jsonl(path: Path, collector: _Collector) -> int:
@@ -145,7 +187,7 @@ def _load_parquet(path: Path, collector: _Collector) -> int:
     parts_through = read_parts_through(path)
     if path.exists():
         try:
-            for entry in iter_parquet_entries(path, columns=KEY_COLUMNS):
+            for entry in iter_parquet_entries(path, columns=[*KEY_COLUMNS, "cost_usd"]):
                 collector.add(entry)
         except pa.ArrowException as exc:
             raise ConfigError(f"existing {path} cannot be read ({exc}); {RESTART_ADVICE}") from exc

@@ -1,5 +1,11 @@
 """``--dry-run``: read the input (or the run's shard of it), estimate tokens and cost per
-model, send nothing."""
+model, send nothing.
+
+Output is estimated with reasoning included: from OUTPUT's own answers of a model when it
+already holds some (a nightly job re-estimates from last night), else from the model's
+``reasoning_prior`` in the price table (sourced, or marked there as a guess) on top of the
+assumed visible answer. Either way ``max_tokens`` caps it, as it caps the real answer.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,9 @@ from batchrunner.config import RunConfig
 from batchrunner.input.bodies import RowProblem, requests_for
 from batchrunner.input.readers import BadRow
 from batchrunner.input.shards import read_shard_rows
+from batchrunner.output.read import load_results
 from batchrunner.results import Usage
-from batchrunner.stats.pricing import PriceTable
+from batchrunner.stats.pricing import FLEX, PRIORITY, PROVISIONED, PriceTable
 
 ASSUMED_OUTPUT_TOKENS = 256
 
@@ -22,6 +29,8 @@ class ModelEstimate:
     output_tokens: int = 0  # max_tokens where set, else the assumed output size
     capped_requests: int = 0  # requests whose output is bounded by their own max_tokens
     cost_usd: float | None = 0.0
+    reasoning_tokens: int = 0  # the part of output_tokens expected to be reasoning
+    basis: str = "assumed"  # where the output figure comes from
 
 
 @dataclass(slots=True)
@@ -45,6 +54,8 @@ def estimate(
     A run of one shard (``config.shard``) reads, and estimates, only that shard's rows.
     """
     result = DryRunEstimate(assumed_output_tokens=assumed_output_tokens, shard=config.shard)
+    history = _history(config)
+    per_answer: dict[str, tuple[int, int]] = {}  # model -> (output incl. reasoning, reasoning)
     for row in read_shard_rows(config.input, config.fields, config.shard):
         result.rows += 1
         if isinstance(row, BadRow):
@@ -60,14 +71,22 @@ def estimate(
                 result.problems.append(f"{row.where}: {exc}")
             continue
         for spec in specs:
-            m = result.models.setdefault(spec.model, ModelEstimate())
+            m = result.models.get(spec.model)
+            if m is None:
+                m = result.models[spec.model] = ModelEstimate()
+                per_answer[spec.model] = _per_answer(
+                    spec.model, prices, history, assumed_output_tokens, m
+                )
+            answer, reasoning = per_answer[spec.model]
             m.requests += 1
             m.input_tokens += spec.input_tokens
             if spec.max_output_tokens is not None:
                 m.capped_requests += 1
-                m.output_tokens += min(spec.max_output_tokens, assumed_output_tokens)
+                m.output_tokens += min(spec.max_output_tokens, answer)
+                m.reasoning_tokens += min(spec.max_output_tokens, reasoning)
             else:
-                m.output_tokens += assumed_output_tokens
+                m.output_tokens += answer
+                m.reasoning_tokens += reasoning
     for model, m in result.models.items():
         m.cost_usd = prices.cost(
             model,
@@ -77,10 +96,49 @@ def estimate(
                 reasoning_tokens=None,
                 cached_tokens=None,
                 total_tokens=m.input_tokens + m.output_tokens,
-                traffic_type=None,
+                traffic_type=PROVISIONED
+                if config.provisioned == "only"
+                else {"flex": FLEX, "priority": PRIORITY}.get(config.tier_of(model)),
             ),
         )
     return result
+
+
+def _history(config: RunConfig) -> dict[str, tuple[int, int, int]]:
+    """Per model in OUTPUT: (ok answers, output tokens, reasoning tokens) summed."""
+    sums: dict[str, tuple[int, int, int]] = {}
+    if config.restart or not config.output.is_file():
+        return sums
+    columns = ["id", "model", "status", "completion_tokens", "reasoning_tokens"]
+    for r in load_results([config.output], columns=columns):
+        if r.status != "ok" or r.completion_tokens is None:
+            continue
+        n, out, reasoning = sums.get(r.model, (0, 0, 0))
+        sums[r.model] = (n + 1, out + r.completion_tokens, reasoning + (r.reasoning_tokens or 0))
+    return sums
+
+
+def _per_answer(
+    model: str,
+    prices: PriceTable,
+    history: dict[str, tuple[int, int, int]],
+    assumed: int,
+    m: ModelEstimate,
+) -> tuple[int, int]:
+    """(output tokens with reasoning, reasoning tokens) to expect per answer of ``model``."""
+    seen = history.get(model)
+    if seen is not None and seen[0]:
+        n, out, reasoning = seen
+        m.basis = f"{n:,} answers in OUTPUT"
+        return round(out / n), round(reasoning / n)
+    price = prices.lookup(model)
+    if price is None or price.reasoning_prior is None:
+        m.basis = "assumed, no reasoning prior"
+        return assumed, 0
+    prior = round(price.reasoning_prior)
+    guess = price.reasoning_prior_source.startswith("guess")
+    m.basis = f"reasoning prior {prior:,}{' (a guess)' if guess else ''}"
+    return assumed + prior, prior
 
 
 def render(est: DryRunEstimate) -> str:
@@ -100,12 +158,13 @@ def render(est: DryRunEstimate) -> str:
             total += m.cost_usd
         lines.append(
             f"{model:<34} {m.requests:>10,} {m.input_tokens:>12,} {m.output_tokens:>12,} {cost:>10}"
+            f"  output from {m.basis}"
         )
     lines.append(f"{'total':<34} {'':>10} {'':>12} {'':>12} {total:>10,.4f}")
     lines.append(
-        f"estimates: input = characters/4 + 4 per message; output = "
-        f"min(max_tokens, {est.assumed_output_tokens}) per request "
-        "(reasoning models may spend more on thinking)"
+        f"estimates: input = characters/4 + 4 per message; output, reasoning included = "
+        f"min(max_tokens, the mean of OUTPUT's answers of the model, else "
+        f"{est.assumed_output_tokens} + the model's reasoning prior) per request"
     )
     if unknown:
         lines.append("no price is known for some models; pass --prices FILE to add them")

@@ -41,6 +41,8 @@ class Admission(Protocol):
 
     def stop(self, reason: str) -> None: ...
 
+    def lane_stopped(self, model: str) -> bool: ...
+
 
 class Producer:
     """Feeds one run's workers from its input."""
@@ -59,6 +61,7 @@ class Producer:
         self._state = state
         self._in_flight_cost = in_flight_cost
         self._control = admission
+        self.budget_spent = False  # admission stopped because --max-cost was reached
 
     async def run(self, specs: WorkQueue[RequestSpec], results: ResultBuffer[Result]) -> None:
         """Feed ``specs`` until the input ends or admission stops; then close it."""
@@ -94,10 +97,11 @@ class Producer:
                         if state.is_done(spec.id, spec.model, retry_failed=cfg.retry_failed):
                             counters.skipped += 1
                             continue
+                        if self._control.lane_stopped(spec.model):
+                            continue  # not sent: the next run sends it
                         if self._over_budget():
-                            self._control.stop(
-                                f"spend estimate reached --max-cost {cfg.max_cost:g} USD"
-                            )
+                            self.budget_spent = True
+                            self._control.stop(self._budget_message())
                             return
                         counters.queued += 1
                         await specs.put(spec)
@@ -140,5 +144,21 @@ class Producer:
             )
 
     def _over_budget(self) -> bool:
+        """Whether the job's budget is spent: earlier runs' rows, this run's, and in flight."""
         limit = self.config.max_cost
-        return limit is not None and self.counters.spent_usd + self._in_flight_cost() >= limit
+        if limit is None:
+            return False
+        state = self._state
+        if state.budget_spent is not None and limit <= state.budget_spent:
+            return True  # an earlier run stopped at this budget: rerunning spends no more
+        spent = state.spent_usd + self.counters.spent_usd
+        return spent + self._in_flight_cost() >= limit
+
+    def _budget_message(self) -> str:
+        spent = self._state.spent_usd + self.counters.spent_usd
+        return (
+            f"the job's budget --max-cost {self.config.max_cost:g} USD is spent "
+            f"({spent:.4f} USD recorded in {self.config.output}, "
+            f"{self._state.spent_usd:.4f} of it by earlier runs); rerunning with the same "
+            "budget sends nothing, a larger --max-cost continues"
+        )

@@ -27,6 +27,7 @@ class RunControl:
         self.fatal: str | None = None
         self.workers: anyio.CancelScope | None = None
         self._first = FirstAnswers()
+        self.lanes: dict[str, str] = {}  # model -> why its requests stopped (the rest go on)
 
     def answered(self, result: Result) -> None:
         """Stop a run whose first answers all say it is pointed at the wrong place."""
@@ -38,6 +39,15 @@ class RunControl:
         if self.stopped is None:
             self.stopped = reason
             logger.warning("stopping: %s", reason)
+
+    def stop_lane(self, model: str, reason: str) -> None:
+        """Stop sending ``model``'s requests, once, with one line; other models go on."""
+        if model not in self.lanes:
+            self.lanes[model] = reason
+            logger.warning("stopping %s: %s", model, reason)
+
+    def lane_stopped(self, model: str) -> bool:
+        return bool(self.lanes) and model in self.lanes
 
     def abort(self, exc: AbortError) -> None:
         if self.fatal is None:

@@ -37,13 +37,20 @@ from batchrunner.errors import (
 from batchrunner.input.readers import check_input
 from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
 from batchrunner.limits.seam import share
-from batchrunner.output.resume import ResumeState, check_identity, load_resume_state, run_identity
+from batchrunner.output.resume import (
+    ResumeState,
+    check_identity,
+    load_resume_state,
+    record_budget_spent,
+    run_identity,
+)
 from batchrunner.output.writers import ResultWriter, open_writer
 from batchrunner.pipeline.counters import Counters
 from batchrunner.pipeline.producer import READ_CHUNK, Producer
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
 from batchrunner.pipeline.run_control import RunControl
 from batchrunner.pipeline.sender import Sender
+from batchrunner.pipeline.tiers import flex_unsupported, tier_plan
 from batchrunner.results import RequestSpec, Result
 from batchrunner.stats.pricing import PriceTable
 from batchrunner.stats.run_stats import RunStats, StatsSnapshot
@@ -72,6 +79,8 @@ class RunSummary:
     wall_s: float
     stopped: str | None  # why admission stopped early, if it did
     fatal: str | None  # the one-line reason of an abort
+    budget_spent: bool = False  # stopped because the job's --max-cost is spent
+    earlier_spent_usd: float = 0.0  # what earlier runs into OUTPUT spent (their rows)
 
     @property
     def exit_status(self) -> int:
@@ -112,6 +121,7 @@ class Runner:
         self.counters = Counters()
         self.stats = RunStats()
         self._control = RunControl()
+        self._producer: Producer | None = None
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -196,7 +206,10 @@ class Runner:
         try:
             wire = self._wire()
             try:
-                client = ChatClient(wire, url, auth)
+                tiers = tier_plan(cfg, url)
+                client = ChatClient(
+                    wire, url, auth, headers=tiers.headers, model_headers=tiers.model_headers
+                )
                 sender = Sender(client, limiter, self._policy, prices, self.stats, self.counters)
                 async with anyio.create_task_group() as background:
                     await background.start(self._run_auth, auth)
@@ -213,6 +226,15 @@ class Runner:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._finish_writer(writer, clean)
+        budget_spent = self._producer is not None and self._producer.budget_spent
+        if budget_spent and cfg.max_cost is not None:
+            try:
+                await anyio.to_thread.run_sync(record_budget_spent, cfg.output, cfg.max_cost)
+            except OutputError as exc:
+                logger.warning("%s", exc)  # the rows still hold the spend
+        stopped = self._control.stopped
+        if stopped is None and self._control.lanes:
+            stopped = "; ".join(f"{m}: {why}" for m, why in self._control.lanes.items())
         wall = time.monotonic() - started
         return RunSummary(
             output=cfg.output,
@@ -224,8 +246,10 @@ class Runner:
             bad_rows=self.counters.bad_rows,
             duplicates=self.counters.duplicates,
             wall_s=wall,
-            stopped=self._control.stopped,
+            stopped=stopped,
             fatal=self._control.fatal,
+            budget_spent=budget_spent,
+            earlier_spent_usd=state.spent_usd,
         )
 
     def _open_output(self) -> tuple[ResumeState, ResultWriter]:
@@ -284,7 +308,7 @@ class Runner:
             try:
                 async with anyio.create_task_group() as workers:
                     self._control.workers = workers.cancel_scope
-                    producer = Producer(
+                    producer = self._producer = Producer(
                         self.config,
                         state,
                         lambda: sender.in_flight_cost,
@@ -308,12 +332,26 @@ class Runner:
                 spec = await specs.get()
             except anyio.EndOfStream:
                 return
-            if control.stopped is not None:
+            if control.stopped is not None or control.lane_stopped(spec.model):
                 continue  # not started: the next run sends it
             try:
                 result = await sender.send(spec)
             except AbortError as exc:
                 control.abort(exc)
+                continue
+            if result.status == "error" and flex_unsupported(
+                result.error_message, result.http_status
+            ):
+                # Every row of this model would get the same 400: stop its lane, write no
+                # row, so that a run at another tier sends them all.
+                control.stop_lane(
+                    spec.model,
+                    "Vertex does not offer Flex for this model (400 'Flex API is not "
+                    "supported'); its rows were not sent: use --tier standard (or a [tiers] "
+                    "entry for it) and run again",
+                )
+                self.counters.done -= 1
+                self.counters.errors -= 1
                 continue
             control.answered(result)
             if not results.add(result):

@@ -167,7 +167,40 @@ def sections(snapshot: StatsSnapshot, *, summary: bool = False) -> list[Section]
     result = [Section(title, header, tuple(rows), tuple(notes))]
     if snapshot.comparison is not None and not summary:
         result.append(_comparison_section(snapshot.comparison))
+    tiers = tier_section(snapshot)
+    if tiers is not None:
+        result.append(tiers)
     return result
+
+
+_TIER_NAMES = {
+    "ON_DEMAND": "standard",
+    "ON_DEMAND_FLEX": "flex",
+    "ON_DEMAND_PRIORITY": "priority",
+    "PROVISIONED_THROUGHPUT": "provisioned",
+    "BATCH": "batch",
+}
+
+
+def tier_section(snapshot: StatsSnapshot) -> Section | None:
+    """Cost by model and by the tier that served the rows; None when all were standard."""
+    tiers = snapshot.tiers
+    if not tiers or all(t.traffic_type == "ON_DEMAND" for t in tiers):
+        return None
+    rows = tuple(
+        (
+            t.model,
+            _TIER_NAMES.get(t.traffic_type, t.traffic_type),
+            fmt_int(t.rows),
+            fmt_usd(t.cost_usd),
+        )
+        for t in tiers
+    )
+    notes = ["each row is priced by the tier Vertex reports it served (traffic_type)"]
+    pt = sum(t.rows for t in tiers if t.traffic_type == "PROVISIONED_THROUGHPUT")
+    if pt:
+        notes.append(f"{pt:,} rows served by Provisioned Throughput: prepaid, priced at 0")
+    return Section("Cost by tier", ("model", "tier", "rows", "cost"), rows, tuple(notes))
 
 
 _METRIC_NAMES = {

@@ -3,7 +3,10 @@
 Prices are data, not constants: the shipped table (``batchrunner/data/prices.toml``) names
 a source and a date for every entry, and a user file (``--prices``) can override or add
 entries. :meth:`PriceTable.cost` bills cached prompt tokens at the cached rate only and
-every generated token, reasoning included, at the output rate.
+every generated token, reasoning included, at the output rate, at the rates of the tier that
+served the request (the row's ``traffic_type``, as Vertex reports it): Flex and Priority
+PayGo as multiples of the standard rates, batch prediction at its own rates, Provisioned
+Throughput at no marginal cost (it is prepaid).
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ from pathlib import Path
 from batchrunner.errors import ConfigError
 from batchrunner.results import Usage
 
-__all__ = ["Price", "PriceTable"]
+__all__ = [
+    "BATCH",
+    "FLEX",
+    "FLEX_MULTIPLIER",
+    "PRIORITY",
+    "PRIORITY_MULTIPLIER",
+    "PROVISIONED",
+    "STANDARD",
+    "Price",
+    "PriceTable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +51,33 @@ _RATE_FIELDS = (
     "long_output",
     "long_cached_input",
 )
+_MULTIPLIER_FIELDS = ("flex_multiplier", "priority_multiplier")
 _KNOWN_FIELDS = frozenset(
-    {*_RATE_FIELDS, "long_context_threshold", "batch_discount", "source", "as_of"}
+    {
+        *_RATE_FIELDS,
+        *_MULTIPLIER_FIELDS,
+        "batch_input",
+        "batch_output",
+        "reasoning_prior",
+        "reasoning_prior_source",
+        "long_context_threshold",
+        "batch_discount",
+        "source",
+        "as_of",
+    }
 )
+
+#: Traffic types Vertex reports in ``usage.extra_properties.google.traffic_type``, and
+#: ``BATCH`` for rows answered by batch prediction.
+STANDARD, FLEX, PRIORITY, PROVISIONED, BATCH = (
+    "ON_DEMAND",
+    "ON_DEMAND_FLEX",
+    "ON_DEMAND_PRIORITY",
+    "PROVISIONED_THROUGHPUT",
+    "BATCH",
+)
+FLEX_MULTIPLIER = 0.5  # Flex PayGo: 50 % off the standard rates
+PRIORITY_MULTIPLIER = 1.8  # Priority PayGo: about 1.8x the standard rates
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +93,12 @@ class Price:
     long_output: float | None = None
     long_cached_input: float | None = None
     batch_discount: float | None = None  # fraction off for batch prediction (0.5 = half)
+    batch_input: float | None = None  # batch prediction's own rates, when given
+    batch_output: float | None = None
+    flex_multiplier: float | None = None  # None: FLEX_MULTIPLIER (when the model offers Flex)
+    priority_multiplier: float | None = None  # None: PRIORITY_MULTIPLIER
+    reasoning_prior: float | None = None  # reasoning tokens per answer, for estimates
+    reasoning_prior_source: str = ""  # where that figure comes from ("guess: ..." if none)
     source: str = ""
     as_of: str = ""
 
@@ -73,6 +116,35 @@ class Price:
             if self.long_cached_input is not None:
                 cached_rate = self.long_cached_input
         return input_rate, cached_rate if cached_rate is not None else input_rate, output_rate
+
+    def tier_rates(
+        self, prompt_tokens: int, traffic_type: str | None
+    ) -> tuple[float, float, float]:
+        """The (input, cached input, output) rates for the tier that served the request.
+
+        Unknown or missing traffic types (a server that does not report one) are standard.
+        Batch prediction uses ``batch_input``/``batch_output`` when given, else the standard
+        rates less ``batch_discount``; cached tokens keep the cached rate there (the cache
+        discount and the batch discount do not stack, and the cache one is the larger).
+        """
+        input_rate, cached_rate, output_rate = self.rates(prompt_tokens)
+        if traffic_type is None or traffic_type == STANDARD:
+            return input_rate, cached_rate, output_rate
+        if traffic_type == PROVISIONED:
+            return 0.0, 0.0, 0.0
+        if traffic_type == BATCH:
+            off = 1.0 - (self.batch_discount if self.batch_discount is not None else 0.0)
+            batch_in = self.batch_input if self.batch_input is not None else input_rate * off
+            batch_out = self.batch_output if self.batch_output is not None else output_rate * off
+            return batch_in, min(cached_rate, batch_in), batch_out
+        if traffic_type == FLEX:
+            m = self.flex_multiplier if self.flex_multiplier is not None else FLEX_MULTIPLIER
+        elif traffic_type == PRIORITY:
+            given = self.priority_multiplier
+            m = given if given is not None else PRIORITY_MULTIPLIER
+        else:
+            return input_rate, cached_rate, output_rate
+        return input_rate * m, cached_rate * m, output_rate * m
 
 
 def _bare(model: str) -> str:
@@ -102,7 +174,7 @@ def _parse_entry(
             f"known: {', '.join(sorted(_KNOWN_FIELDS))}"
         )
     changes: dict[str, object] = {}
-    for key in _RATE_FIELDS:
+    for key in (*_RATE_FIELDS, *_MULTIPLIER_FIELDS, "batch_input", "batch_output"):
         if key in entry:
             changes[key] = _number(origin, model, key, entry[key])
     if "long_context_threshold" in entry:
@@ -121,7 +193,11 @@ def _parse_entry(
                 f"not {entry['batch_discount']!r}"
             )
         changes["batch_discount"] = discount
-    for key in ("source", "as_of"):
+    if "reasoning_prior" in entry:
+        changes["reasoning_prior"] = _number(
+            origin, model, "reasoning_prior", entry["reasoning_prior"]
+        )
+    for key in ("source", "as_of", "reasoning_prior_source"):
         if key in entry:
             if not isinstance(entry[key], str):
                 raise ConfigError(f"{origin}: models.{model}.{key} must be a string")
@@ -245,6 +321,8 @@ class PriceTable:
         Cached prompt tokens are billed at the cached rate and not again at the input rate;
         output is ``usage.completion_tokens``, which includes reasoning. A prompt longer
         than the model's long-context threshold moves the whole request to the long tier.
+        The rates are those of ``usage.traffic_type``, the tier that served the request
+        (:meth:`Price.tier_rates`); Provisioned Throughput costs 0.
         """
         price = self.lookup(model)
         if price is None:
@@ -263,7 +341,7 @@ class PriceTable:
         if prompt is None or output is None:
             return None
         cached = min(usage.cached_tokens or 0, prompt)
-        input_rate, cached_rate, output_rate = price.rates(prompt)
+        input_rate, cached_rate, output_rate = price.tier_rates(prompt, usage.traffic_type)
         return (
             (prompt - cached) * input_rate + cached * cached_rate + output * output_rate
         ) * _PER_TOKEN

@@ -22,6 +22,7 @@ from batchrunner.results import Result
 from batchrunner.stats.comparison import Comparison, ComparisonBuilder, ComparisonEntry
 from batchrunner.stats.distribution import PERCENTILES, Distribution, distribution
 from batchrunner.stats.quantiles import Quantiles
+from batchrunner.stats.tiers import TierCost, TierCosts
 
 __all__ = [
     "PERCENTILES",
@@ -32,6 +33,7 @@ __all__ = [
     "ModelStats",
     "RunStats",
     "StatsSnapshot",
+    "TierCost",
     "distribution",
 ]
 
@@ -84,6 +86,26 @@ class StatsSnapshot:
     total: ModelStats
     wall_s: float | None = None
     comparison: Comparison | None = None
+    tiers: tuple[TierCost, ...] = ()  # cost by model and the tier that served the rows
+
+    def total_by_tier(self) -> dict[str, TierCost]:
+        """All models' rows per traffic type."""
+        totals: dict[str, TierCost] = {}
+        for t in self.tiers:
+            was = totals.get(t.traffic_type)
+            totals[t.traffic_type] = (
+                t
+                if was is None
+                else TierCost(
+                    TOTAL,
+                    t.traffic_type,
+                    was.rows + t.rows,
+                    was.cost_usd + t.cost_usd,
+                    was.prompt_tokens + t.prompt_tokens,
+                    was.completion_tokens + t.completion_tokens,
+                )
+            )
+        return totals
 
     def model(self, name: str) -> ModelStats:
         for stats in self.models:
@@ -248,11 +270,13 @@ class RunStats:
 
     def __init__(self) -> None:
         self._models: dict[str, _Accumulator] = {}
+        self._tiers = TierCosts()
 
     def merge(self, other: RunStats) -> None:
         """Add the rows ``other`` holds (another shard of the same job) to these."""
         for model, acc in other._models.items():
             self._of(model).merge(acc)
+        self._tiers.merge(other._tiers)
 
     def _of(self, model: str) -> _Accumulator:
         acc = self._models.get(model)
@@ -263,6 +287,7 @@ class RunStats:
     def add(self, result: Result) -> None:
         """Count one final result row."""
         self._of(result.model).add(result)
+        self._tiers.add(result)
 
     def note_retry(self, model: str, cause: str) -> None:
         """Count one retried attempt of ``model``, by the error type that caused it."""
@@ -276,4 +301,9 @@ class RunStats:
             acc = self._models[name]
             models.append(acc.freeze(name, wall_s))
             total.merge(acc)
-        return StatsSnapshot(models=tuple(models), total=total.freeze(TOTAL, wall_s), wall_s=wall_s)
+        return StatsSnapshot(
+            models=tuple(models),
+            total=total.freeze(TOTAL, wall_s),
+            wall_s=wall_s,
+            tiers=self._tiers.freeze(),
+        )

@@ -65,3 +65,34 @@ def test_dry_run_with_shard_says_which_rows_it_counted(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "dry run: 3 rows of shard 1/4 read" in proc.stdout  # records 1, 5 and 9
     assert "nothing was sent" in proc.stdout
+
+
+def test_the_estimate_includes_the_models_reasoning_prior(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", 10)
+    est = dry_run(path)
+    prior = PriceTable.default().lookup(MODEL)
+    assert prior is not None and prior.reasoning_prior
+    m = est.models[MODEL]
+    assert m.reasoning_tokens == m.requests * round(prior.reasoning_prior)
+    per_answer = est.assumed_output_tokens + round(prior.reasoning_prior)
+    assert m.output_tokens == m.requests * per_answer
+    assert "reasoning prior" in m.basis and "guess" in m.basis
+
+
+def test_the_estimate_learns_from_the_answers_output_already_holds(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "in.jsonl", 10)
+    out = tmp_path / "out.jsonl"
+    answers = [(1000, 700), (3000, 2500)]  # (completion tokens with reasoning, reasoning)
+    out.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {"id": f"old{i}", "model": MODEL, "status": "ok", "row": i,
+                 "completion_tokens": c, "reasoning_tokens": r}
+            ) + b"\n"
+            for i, (c, r) in enumerate(answers)
+        )
+    )  # fmt: skip
+    m = dry_run(path, output=str(out)).models[MODEL]
+    assert m.output_tokens == m.requests * 2000
+    assert m.reasoning_tokens == m.requests * 1600
+    assert m.basis == "2 answers in OUTPUT"
