@@ -210,6 +210,14 @@ class SimulateOptions:
     rpm_quota: int | None = None
     tpm_quota: int | None = None
     token_ttl: float = 3600.0
+    # Shapes of real traffic (None = the latency profile's default; see SimulatorConfig).
+    faults: Mapping[str, float] = field(default_factory=dict)  # kind -> probability
+    tool_call_rate: float | None = None  # requests offering tools answered with calls
+    invalid_tool_arguments_rate: float = 0.0  # tool calls whose arguments are not JSON
+    reasoning_field: str | None = None  # gpt-oss: reasoning_content | reasoning | both
+    vllm_stream_usage: str | None = None  # final_chunk | requested (vLLM's rule)
+    safety_block_rate: float | None = None  # Gemini answers blocked with a raw reason
+    prompt_block_rate: float = 0.0  # prompts refused with 400 "Request blocked"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ class RequestSpec(NamedTuple):
     input_tokens: int  # estimated from the text
     max_output_tokens: int | None  # the request's own cap, when it sets one
     stream: bool
+    candidates: int = 1  # the request's ``n``: how many candidates it asked for
 
 
 class Usage(NamedTuple):
@@ -83,6 +84,9 @@ class Result:
     traffic_type: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    tool_calls: str | None = None  # JSON list of {id, name, arguments[, valid_json: false]}
+    choices: str | None = None  # JSON list of every candidate's text, when n > 1 was asked
+    finish_reason_raw: str | None = None  # the server's finish reason, when it differs
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in RESULT_FIELDS}
@@ -120,6 +124,9 @@ RESULT_SCHEMA = pa.schema(
         pa.field("traffic_type", pa.string()),
         pa.field("started_at", _TS),
         pa.field("finished_at", _TS),
+        pa.field("tool_calls", pa.string()),
+        pa.field("choices", pa.string()),
+        pa.field("finish_reason_raw", pa.string()),
     ]
 )
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from batchrunner.cli.shape_flags import add_shape_flags, shape_options
 from batchrunner.config import READ_SUFFIXES, WRITE_SUFFIXES, suffixes
 from batchrunner.errors import ConfigError
 
@@ -58,11 +59,18 @@ def add_run(sub: Any) -> None:
         action="store_true",
         help="start the built-in Vertex simulator and run against it",
     )
-    g.add_argument("--sim-latency", choices=["zero", "fast", "realistic"])
-    g.add_argument("--sim-error-rate", type=float, metavar="F")
-    g.add_argument("--sim-rpm-quota", type=int, metavar="N")
-    g.add_argument("--sim-tpm-quota", type=int, metavar="N")
-    g.add_argument("--sim-seed", type=int, metavar="N")
+    g.add_argument(
+        "--sim-latency",
+        choices=["zero", "fast", "realistic"],
+        help="the simulator's latency profile; realistic also turns on real-traffic shapes",
+    )
+    g.add_argument(
+        "--sim-error-rate", type=float, metavar="F", help="share of requests answered 500/503"
+    )
+    g.add_argument("--sim-rpm-quota", type=int, metavar="N", help="simulated requests/min quota")
+    g.add_argument("--sim-tpm-quota", type=int, metavar="N", help="simulated tokens/min quota")
+    g.add_argument("--sim-seed", type=int, metavar="N", help="the simulator's random seed")
+    add_shape_flags(g, prefix="--sim-")
     a = p.add_argument_group("auth")
     a.add_argument("--no-auth", action="store_true", help="send no credentials (local servers)")
     a.add_argument(
@@ -216,6 +224,7 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
             "rpm_quota": ns.sim_rpm_quota,
             "tpm_quota": ns.sim_tpm_quota,
             "seed": ns.sim_seed,
+            **shape_options(ns, prefix="--sim-"),
         }
     return {
         "input": ns.input,

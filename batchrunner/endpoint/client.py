@@ -8,25 +8,51 @@ and whether it is worth retrying. Retries, pacing and bookkeeping live elsewhere
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from batchrunner.auth.tokens import Authenticator, AuthHeaders
-from batchrunner.endpoint.http_errors import error_from_response, truncated_stream_error
+from batchrunner.endpoint.candidates import (
+    Candidate,
+    CandidateBuilder,
+    ToolCall,
+    candidate_from_message,
+    normalize_finish_reason,
+)
+from batchrunner.endpoint.http_errors import (
+    body_preview,
+    error_from_response,
+    truncated_stream_error,
+)
 from batchrunner.endpoint.wire import Wire, WireResponse
 from batchrunner.errors import AuthError, RequestError
 from batchrunner.results import RequestSpec
 
-_HEADERS = {"Content-Type": "application/json", "User-Agent": "batchrunner"}
-_SSE_HEADERS = {**_HEADERS, "Accept": "text/event-stream"}
+# Non-streamed answers may come compressed; a compressed stream arrives in a proxy's bursts,
+# so that time to first token would measure the buffer, not the model.
+_HEADERS = {
+    "Content-Type": "application/json",
+    "User-Agent": "batchrunner",
+    "Accept-Encoding": "gzip, deflate",
+}
+_SSE_HEADERS = {**_HEADERS, "Accept": "text/event-stream", "Accept-Encoding": "identity"}
+_BODY_PREVIEW_BYTES = 4096  # read from a body that is not an answer ...
+_BODY_PREVIEW_CHARS = 160  # ... and kept, as clean text, in the error message
 
 
 @dataclass(slots=True)
 class Answer:
-    """A successful response, parsed, with the timings of the attempt that produced it."""
+    """A successful response, parsed, with the timings of the attempt that produced it.
+
+    ``content``, ``reasoning``, ``tool_calls`` and ``finish_reason`` are candidate 0's;
+    ``choices`` is every candidate's text in index order.
+    ``finish_reason`` is normalised (:data:`FINISH_REASONS`); ``finish_reason_raw`` is the
+    server's own value when it differs. An answer with no candidates at all (a blocked
+    prompt) is ``content_filter`` with no content.
+    """
 
     status: int
     response_id: str | None
@@ -39,75 +65,117 @@ class Answer:
     ttfo_s: float | None = None  # first output (non-reasoning) token
     itl_s: float | None = None  # mean gap between token-bearing chunks after the first
     chunks: int = 0
+    tool_calls: tuple[ToolCall, ...] = ()
+    choices: tuple[str | None, ...] = ()
+    finish_reason_raw: str | None = None
 
 
-def _message_parts(message: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    content = message.get("content")
-    if isinstance(content, list):
-        content = "".join(
-            p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"
-        )
-    tool_calls = message.get("tool_calls")
-    if not content and tool_calls:
-        content = orjson.dumps(tool_calls).decode()
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    return (content if isinstance(content, str) else None), (
-        reasoning if isinstance(reasoning, str) else None
+def _answer_parts(
+    candidates: Sequence[Candidate],
+) -> dict[str, Any]:
+    """The candidate-derived fields of an :class:`Answer`."""
+    if not candidates:
+        return {
+            "content": None,
+            "reasoning": None,
+            "finish_reason": "content_filter",
+            "finish_reason_raw": None,
+            "choices": (),
+        }
+    first = candidates[0]
+    raw = first.finish_reason
+    normalized = normalize_finish_reason(raw, has_tool_calls=bool(first.tool_calls))
+    return {
+        "content": first.content,
+        "reasoning": first.reasoning,
+        "finish_reason": normalized,
+        "finish_reason_raw": raw if raw != normalized else None,
+        "tool_calls": first.tool_calls,
+        "choices": tuple(c.content for c in candidates),
+    }
+
+
+def not_an_answer_error(status: int, content_type: str | None, body: bytes) -> RequestError:
+    """A 2xx whose body is not the expected JSON (a proxy's HTML page): worth a retry."""
+    kind = f" ({content_type.split(';')[0].strip()})" if content_type else ""
+    preview = body_preview(body[:_BODY_PREVIEW_BYTES])
+    if len(preview) > _BODY_PREVIEW_CHARS:
+        preview = preview[: _BODY_PREVIEW_CHARS - 1].rstrip() + "…"
+    return RequestError(
+        f"HTTP {status} with a body that is not a chat completion{kind}: {preview or '(empty)'}",
+        error_type="bad_response",
+        status=status,
+        retryable=True,
     )
 
 
-def parse_completion(payload: bytes, status: int, latency_s: float) -> Answer:
+def parse_completion(
+    payload: bytes, status: int, latency_s: float, content_type: str | None = None
+) -> Answer:
     """Parse a non-streamed chat completion; tolerate missing ``message`` and ``usage``."""
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
-        raise truncated_stream_error("response body is not complete JSON") from None
+        if payload.lstrip()[:1] in (b"{", b"["):
+            raise truncated_stream_error("response body is not complete JSON") from None
+        raise not_an_answer_error(status, content_type, payload) from None
+    if isinstance(data, list):
+        if any(isinstance(item, dict) and "error" in item for item in data):
+            raise error_from_response(_embedded_status(data, status), {}, payload)
+        raise not_an_answer_error(status, content_type, payload)
     if not isinstance(data, dict):
-        raise RequestError(
-            "response is not a JSON object", error_type="bad_response", status=status
-        )
+        raise not_an_answer_error(status, content_type, payload)
     if "error" in data:
-        raise error_from_response(status if status >= 400 else 500, {}, payload)
+        raise error_from_response(_embedded_status(data, status), {}, payload)
     choices = data.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else {}
-    if not isinstance(choice, dict):
-        choice = {}
-    message = choice.get("message")
-    content, reasoning = _message_parts(message) if isinstance(message, dict) else (None, None)
+    if not isinstance(choices, list):
+        raise not_an_answer_error(status, content_type, payload)
+    ordered = sorted((c for c in choices if isinstance(c, dict)), key=_choice_index)
+    candidates = [candidate_from_message(c) for c in ordered]
     usage = data.get("usage")
     response_id = data.get("id")
     return Answer(
         status=status,
         response_id=response_id if isinstance(response_id, str) else None,
-        content=content,
-        reasoning=reasoning,
-        finish_reason=choice.get("finish_reason"),
         usage=usage if isinstance(usage, dict) else None,
         latency_s=latency_s,
+        **_answer_parts(candidates),
     )
 
 
+def _choice_index(choice: Mapping[str, Any]) -> int:
+    index = choice.get("index")
+    return index if isinstance(index, int) else 0
+
+
+def _embedded_status(document: object, default: int) -> int:
+    """The HTTP status an error envelope inside a 200 stands for (its ``code``)."""
+    if isinstance(document, list):
+        document = next((d for d in document if isinstance(d, dict) and "error" in d), {})
+    error = document.get("error") if isinstance(document, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
+        return code
+    return default if default >= 400 else 500
+
+
 class _StreamState:
-    """Accumulates an SSE stream's chunks and the moments tokens arrived."""
+    """Accumulates an SSE stream's chunks, per candidate, and the moments tokens arrived."""
 
     __slots__ = (
+        "candidates",
         "chunks",
-        "content",
         "done",
-        "finish_reason",
         "first_any",
         "first_output",
         "last_token",
-        "reasoning",
         "response_id",
         "token_chunks",
         "usage",
     )
 
     def __init__(self) -> None:
-        self.content: list[str] = []
-        self.reasoning: list[str] = []
-        self.finish_reason: str | None = None
+        self.candidates: dict[int, CandidateBuilder] = {}
         self.usage: dict[str, Any] | None = None
         self.response_id: str | None = None
         self.first_any: float | None = None
@@ -125,10 +193,15 @@ class _StreamState:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise truncated_stream_error("stream event is not valid JSON") from None
+        if isinstance(chunk, list):
+            # The error envelope in Vertex's array form; anything else is not an event.
+            if any(isinstance(item, dict) and "error" in item for item in chunk):
+                raise error_from_response(_embedded_status(chunk, 500), {}, data)
+            return
         if not isinstance(chunk, dict):
             return
         if "error" in chunk:
-            raise error_from_response(500, {}, data)
+            raise error_from_response(_embedded_status(chunk, 500), {}, data)
         self.chunks += 1
         if self.response_id is None and isinstance(chunk.get("id"), str):
             self.response_id = chunk["id"]
@@ -136,34 +209,31 @@ class _StreamState:
         if isinstance(usage, dict):
             self.usage = usage
         choices = chunk.get("choices")
-        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        if not isinstance(choices, list):
             return
-        choice = choices[0]
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
-        delta = choice.get("delta")
-        if not isinstance(delta, dict):
-            return
-        got = False
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            self.reasoning.append(reasoning)
-            got = True
-        content = delta.get("content")
-        if isinstance(content, str) and content:
-            self.content.append(content)
-            got = True
-            if self.first_output is None:
-                self.first_output = now
-        if delta.get("tool_calls"):
-            got = True
-            if self.first_output is None:
-                self.first_output = now
-        if got:
+        got_any = got_output = False
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            index = choice.get("index")
+            if not isinstance(index, int) or isinstance(index, bool):
+                index = 0
+            builder = self.candidates.get(index)
+            if builder is None:
+                builder = self.candidates[index] = CandidateBuilder()
+            token, output = builder.feed(choice)
+            got_any = got_any or token
+            got_output = got_output or output
+        if got_output and self.first_output is None:
+            self.first_output = now
+        if got_any:
             if self.first_any is None:
                 self.first_any = now
             self.last_token = now
             self.token_chunks += 1
+
+    def built(self) -> list[Candidate]:
+        return [builder.build() for _, builder in sorted(self.candidates.items())]
 
 
 class ChatClient:
@@ -229,12 +299,17 @@ class ChatClient:
             status, response_headers, body = await self._wire.fetch(self._url, plain, spec.body)
             if status >= 400:
                 raise error_from_response(status, response_headers, body)
-            return parse_completion(body, status, self._clock() - started)
+            return parse_completion(
+                body, status, self._clock() - started, _content_type(response_headers)
+            )
         async with self._wire.post(self._url, sse, spec.body) as response:
             status = response.status
             if status >= 400:
                 body = await response.read()
                 raise error_from_response(status, response.headers, body)
+            content_type = _content_type(response.headers)
+            if content_type is not None and content_type.lower().startswith("text/html"):
+                raise not_an_answer_error(status, content_type, await response.read())
             return await self._read_stream(response, started)
 
     async def _read_stream(self, response: WireResponse, started: float) -> Answer:
@@ -242,6 +317,7 @@ class ChatClient:
         clock = self._clock
         status = response.status
         buffer = b""
+        stray = b""  # the head of what was not an SSE event, for the error message
         async for piece in response.iter_chunks():
             now = clock()
             buffer += piece
@@ -253,10 +329,16 @@ class ChatClient:
                 buffer = buffer[newline + 1 :]
                 if line.startswith(b"data:"):
                     state.feed(line[5:].strip(), now)
+                elif line and len(stray) < _BODY_PREVIEW_BYTES and not line.startswith(b":"):
+                    stray += line + b" "
         ended = clock()
         if buffer.startswith(b"data:"):
             state.feed(buffer[5:].strip(), ended)
+        elif len(stray) < _BODY_PREVIEW_BYTES:
+            stray += buffer[:_BODY_PREVIEW_BYTES]
         if not state.done:
+            if state.chunks == 0 and stray.strip():
+                raise not_an_answer_error(status, _content_type(response.headers), stray)
             raise truncated_stream_error(f"stream ended after {state.chunks} chunks without [DONE]")
         itl = None
         if state.token_chunks > 1 and state.first_any is not None and state.last_token is not None:
@@ -264,13 +346,19 @@ class ChatClient:
         return Answer(
             status=status,
             response_id=state.response_id,
-            content="".join(state.content) if state.content else None,
-            reasoning="".join(state.reasoning) if state.reasoning else None,
-            finish_reason=state.finish_reason,
             usage=state.usage,
             latency_s=ended - started,
             ttft_s=None if state.first_any is None else state.first_any - started,
             ttfo_s=None if state.first_output is None else state.first_output - started,
             itl_s=itl,
             chunks=state.chunks,
+            **_answer_parts(state.built()),
         )
+
+
+def _content_type(headers: Mapping[str, str]) -> str | None:
+    # Plain dicts are case-sensitive; httpx and aiohttp headers are not. Scan so both work.
+    for name, value in headers.items():
+        if name.lower() == "content-type":
+            return value
+    return None

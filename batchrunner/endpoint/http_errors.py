@@ -24,6 +24,7 @@ from batchrunner.errors import RETRY_AFTER_CAP_S, RequestError
 __all__ = [
     "MAX_MESSAGE_CHARS",
     "RETRYABLE_STATUSES",
+    "body_preview",
     "error_from_exception",
     "error_from_response",
     "parse_retry_after",
@@ -31,8 +32,10 @@ __all__ = [
     "truncated_stream_error",
 ]
 
-RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
-"""HTTP statuses worth another attempt (google-api-core's set plus 502)."""
+RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 429, 499, 500, 502, 503, 504})
+"""HTTP statuses worth another attempt: google-api-core's set, 502, and 499 ``CANCELLED``,
+which Vertex answers under heavy load (reason ``backendError``) and is as transient as a 503.
+"""
 
 
 MAX_MESSAGE_CHARS = 300
@@ -60,6 +63,8 @@ _CONTEXT_LENGTH_RE = re.compile(
     r"|prompt is too long",
     re.IGNORECASE | re.DOTALL,
 )
+# A prompt refused by the safety filters: final, never worth another attempt.
+_BLOCKED_RE = re.compile(r"\brequest (?:was )?blocked\b|\bprompt (?:was )?blocked\b", re.I)
 _SCRIPT_RE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(r"<[^>]*>")
 _WHITESPACE_RE = re.compile(r"\s+")
@@ -94,7 +99,8 @@ def error_from_response(
 
     ``error_type`` is one of ``bad_request``, ``context_length``, ``unauthenticated``,
     ``permission_denied``, ``not_found``, ``timeout``, ``rate_limited``, ``server_error``,
-    ``deadline_exceeded``, ``cancelled``, ``client_error`` or ``http_error``. For 429s
+    ``deadline_exceeded``, ``cancelled``, ``blocked`` (a 400 "Request blocked": the prompt
+    was refused by the safety filters), ``client_error`` or ``http_error``. For 429s
     ``reason`` is ``"quota"`` (a hard per-model quota, MaaS "Quota exceeded for …"),
     ``"dsq"`` (the shared pool is busy, "Resource exhausted") or
     ``"provisioned_throughput"``; for other statuses it is Google's ``ErrorInfo.reason``
@@ -273,6 +279,8 @@ def _error_type(status: int, parsed: _Parsed) -> str:
         _CONTEXT_LENGTH_RE.search(parsed.message) or parsed.error_code == "context_length_exceeded"
     ):
         return "context_length"
+    if status == 400 and _BLOCKED_RE.search(parsed.message):
+        return "blocked"
     if status in _STATUS_TYPES:
         return _STATUS_TYPES[status]
     if 500 <= status < 600:
@@ -296,6 +304,14 @@ def _rate_limit_reason(parsed: _Parsed) -> str | None:
     if "resource exhausted" in lowered or parsed.google_status == "RESOURCE_EXHAUSTED":
         return "dsq"
     return None
+
+
+def body_preview(body: bytes) -> str:
+    """The head of a body that is not what was expected, as one clean line for a message.
+
+    HTML is reduced to its text; secrets are redacted; at most :data:`MAX_MESSAGE_CHARS`.
+    """
+    return _text_message(body)
 
 
 def _text_message(body: bytes) -> str:

@@ -1,6 +1,7 @@
 """Where requests go: the Vertex AI chat-completions URL for a project, location and endpoint.
 
-Vertex serves ``global`` on the bare host and every region on ``{location}-aiplatform``;
+Project ids may be domain-scoped (``example.com:my-project``). Vertex serves ``global`` on
+the bare host and every region on ``{location}-aiplatform``;
 the multi-regions ``us`` and ``eu`` have their own ``rep`` hosts. Any other
 OpenAI-compatible server is reached through a plain base URL instead.
 """
@@ -9,13 +10,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from batchrunner.errors import ConfigError
 
 API_VERSIONS = ("v1", "v1beta1")
 _LOCATION = re.compile(r"^[a-z]+(?:-[a-z]+\d*)*\d*$")
 _ENDPOINT_ID = re.compile(r"^(openapi|\d+)$")
-_PROJECT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# A project id, optionally domain-scoped (``example.com:my-project``).
+_PROJECT = re.compile(r"^(?:[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?:)?[a-z0-9][a-z0-9-]{0,62}$")
 
 
 _VERTEX_PATH = re.compile(r"/v1(?:beta1)?/projects/[^/]+/locations/[^/]+/endpoints/[^/]+")
@@ -74,8 +77,11 @@ class VertexTarget:
         local simulator.
         """
         root = api_root.rstrip("/") if api_root else f"https://{vertex_host(self.location)}"
+        # ':' is allowed in a path segment and is how Google's own URLs write domain-scoped
+        # ids; anything else outside the unreserved set would be percent-encoded.
+        project = quote(self.project, safe=":")
         return (
-            f"{root}/{self.api_version}/projects/{self.project}"
+            f"{root}/{self.api_version}/projects/{project}"
             f"/locations/{self.location}/endpoints/{self.endpoint_id}"
         )
 

@@ -2,7 +2,8 @@
 
 Per-row parameters win over run defaults; Google extensions go under the documented
 nested ``extra_body.google`` key; tools, response formats and unknown parameters under
-``params`` pass through untouched.
+``params`` pass through untouched. Each model gets only what its family understands
+(:mod:`batchrunner.input.families`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from batchrunner.config import InputFields, RequestDefaults, RunConfig
+from batchrunner.config import InputFields, RequestDefaults, RunConfig, model_family
+from batchrunner.input.families import ParamConflict, fit_to_family
 from batchrunner.input.readers import InputRow
 from batchrunner.results import RequestSpec
 
@@ -201,10 +203,18 @@ def build_requests(
     input_tokens = estimate_text_tokens(messages)
     cap = params.get("max_completion_tokens", params.get("max_tokens"))
     max_output = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
+    n = params.get("n")
+    candidates = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
     specs = []
     for model in row_models(row, fields, models, default_model):
+        family = model_family(model)
         body: dict[str, Any] = {"model": model, "messages": messages, **params}
-        _merge_google(body, defaults.google)
+        # Run-wide Google extensions are Gemini's; a row's own are sent as the row says.
+        _merge_google(body, defaults.google if family == "gemini" else {})
+        try:
+            fit_to_family(body, family)
+        except ParamConflict as exc:
+            raise RowProblem(str(exc)) from None
         if stream:
             body["stream"] = True
             options = body.get("stream_options")
@@ -217,7 +227,9 @@ def build_requests(
         except TypeError as exc:
             raise RowProblem(f"request cannot be encoded as JSON ({exc})") from None
         specs.append(
-            RequestSpec(row.index, row.id, model, encoded, input_tokens, max_output, stream)
+            RequestSpec(
+                row.index, row.id, model, encoded, input_tokens, max_output, stream, candidates
+            )
         )
     return specs
 

@@ -16,6 +16,7 @@ import anyio
 
 from batchrunner.auth.tokens import Authenticator, build_authenticator
 from batchrunner.config import AuthConfig, RunConfig, SimulateOptions
+from batchrunner.errors import ConfigError
 from batchrunner.simulator import SimulatorConfig, open_simulator
 
 __all__ = ["SimulatedTarget", "open_simulated_target"]
@@ -30,14 +31,25 @@ class SimulatedTarget:
 
 
 def simulator_config(options: SimulateOptions) -> SimulatorConfig:
-    return SimulatorConfig(
-        latency=options.latency,
-        seed=options.seed,
-        error_rate=options.error_rate,
-        rpm_quota=options.rpm_quota,
-        tpm_quota=options.tpm_quota,
-        token_ttl=options.token_ttl,
-    )
+    """The simulator ``options`` describe; a contradictory option is a ``ConfigError``."""
+    try:
+        return SimulatorConfig(
+            latency=options.latency,
+            seed=options.seed,
+            error_rate=options.error_rate,
+            rpm_quota=options.rpm_quota,
+            tpm_quota=options.tpm_quota,
+            token_ttl=options.token_ttl,
+            faults=dict(options.faults),
+            tool_call_rate=options.tool_call_rate,
+            invalid_tool_arguments_rate=options.invalid_tool_arguments_rate,
+            reasoning_field=options.reasoning_field,
+            vllm_stream_usage=options.vllm_stream_usage,
+            safety_block_rate=options.safety_block_rate,
+            prompt_block_rate=options.prompt_block_rate,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from None
 
 
 @asynccontextmanager

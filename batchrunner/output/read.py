@@ -28,7 +28,9 @@ __all__ = ["STATS_COLUMNS", "load_results"]
 logger = logging.getLogger(__name__)
 
 STATS_COLUMNS = tuple(
-    f for f in RESULT_FIELDS if f not in {"output", "reasoning", "error_message", "response_id"}
+    f
+    for f in RESULT_FIELDS
+    if f not in {"output", "reasoning", "error_message", "response_id", "tool_calls", "choices"}
 )
 _INT_FIELDS = frozenset(
     {

@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+import orjson
+
+from batchrunner.endpoint.candidates import tool_calls_json
 from batchrunner.endpoint.client import Answer, ChatClient
 from batchrunner.endpoint.http_errors import error_from_exception
 from batchrunner.endpoint.retry import RetryPolicy, call_with_retries
@@ -211,4 +214,14 @@ class Sender:
             traffic_type=usage.traffic_type,
             started_at=started_at,
             finished_at=utc_now(),
+            tool_calls=tool_calls_json(answer.tool_calls),
+            choices=_choices_json(spec, answer),
+            finish_reason_raw=answer.finish_reason_raw,
         )
+
+
+def _choices_json(spec: RequestSpec, answer: Answer) -> str | None:
+    """Every candidate's text in index order, for a row that asked for more than one."""
+    if spec.candidates <= 1:
+        return None
+    return orjson.dumps(list(answer.choices)).decode()

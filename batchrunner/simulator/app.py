@@ -167,6 +167,7 @@ class SimulatorState:
         validate_limits(chat, location)
         exchange.shared_request_type = request.headers.get(SHARED_REQUEST_TYPE_HEADER)
         exchange.request_type = request.headers.get(REQUEST_TYPE_HEADER)
+        exchange.accept_encoding = request.headers.get("Accept-Encoding")
         tier = self.tiers.assign(chat.spec, location, request.headers, chat.digest)
 
         fault = self.faults.pick()

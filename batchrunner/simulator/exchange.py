@@ -13,6 +13,7 @@ class Exchange:
     """What one chat request did, filled in as it is served; becomes its record."""
 
     __slots__ = (
+        "accept_encoding",
         "arrival",
         "arrival_unix",
         "cached_tokens",
@@ -56,6 +57,7 @@ class Exchange:
         self.stream_error: int | None = None  # the code of an error event inside a 200 stream
         self.shared_request_type: str | None = None  # the tier headers as sent
         self.request_type: str | None = None
+        self.accept_encoding: str | None = None  # the Accept-Encoding header as sent
 
     def answered(self) -> Plan | None:
         """The plan of a complete answer; None for errors, HTML pages and failed streams."""
@@ -104,6 +106,7 @@ class Exchange:
             "traffic_type": self.traffic_type if plan is not None else None,
             "shared_request_type": self.shared_request_type,
             "request_type": self.request_type,
+            "accept_encoding": self.accept_encoding,
             "stream_error": self.stream_error,
             "reported_prompt_tokens": reported[0] if reported else None,
             "reported_completion_tokens": reported[1] if reported else None,

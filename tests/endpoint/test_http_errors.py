@@ -173,6 +173,7 @@ def test_vllm_top_level_error_object_gives_its_message() -> None:
         (502, "server_error", True),
         (503, "server_error", True),
         (504, "deadline_exceeded", True),
+        (499, "cancelled", True),
     ],
 )
 def test_status_codes_map_to_type_and_retryability(
@@ -355,3 +356,41 @@ def test_truncated_stream_is_retryable() -> None:
     error = truncated_stream_error("no [DONE] after 12 chunks\n")
     assert (error.error_type, error.retryable) == ("truncated_stream", True)
     assert error.message == "stream ended early: no [DONE] after 12 chunks"
+
+
+@pytest.mark.parametrize("array", [False, True])
+def test_499_cancelled_under_load_is_retried_like_a_503(array: bool) -> None:
+    legacy = {
+        "message": "The operation was cancelled.",
+        "domain": "global",
+        "reason": "backendError",
+    }
+    envelope = {
+        "error": {
+            "code": 499,
+            "message": "The operation was cancelled.",
+            "status": "CANCELLED",
+            "errors": [legacy],
+        }
+    }
+    body = orjson.dumps([envelope] if array else envelope)
+    error = error_from_response(499, NO_HEADERS, body)
+    assert (error.error_type, error.retryable, error.google_status) == (
+        "cancelled",
+        True,
+        "CANCELLED",
+    )
+
+
+def test_a_blocked_prompt_400_is_error_type_blocked_and_never_retried() -> None:
+    envelope = {
+        "error": {
+            "code": 400,
+            "message": "Request blocked due to the prompt's content (PROHIBITED_CONTENT).",
+            "status": "INVALID_ARGUMENT",
+        }
+    }
+    error = error_from_response(400, NO_HEADERS, orjson.dumps([envelope]))
+    assert (error.error_type, error.retryable) == ("blocked", False)
+    plain = error_from_response(400, NO_HEADERS, orjson.dumps({"error": {"message": "bad n"}}))
+    assert plain.error_type == "bad_request"
