@@ -189,6 +189,8 @@ class SimulateOptions:
     rpm_quota: int | None = None
     tpm_quota: int | None = None
     token_ttl: float = 3600.0
+    batch_turnaround_s: float = 5.0  # batch jobs: created -> ended
+    batch_line_failure_rate: float = 0.0  # batch lines answered with a 429/500 status
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +208,13 @@ class RunConfig:
     api_version: str = "v1"
     base_url: str | None = None
     simulate: SimulateOptions | None = None
+    # the batch route (batchrunner.batch): "online" sends each request, "batch" submits
+    # batchPredictionJobs through Cloud Storage files under ``staging``
+    via: str = "online"
+    staging: str | None = None  # gs://BUCKET/PREFIX
+    keep_staging: bool = False
+    storage_url: str | None = None  # a Cloud Storage JSON API endpoint other than Google's
+    batch_poll_s: float = 30.0  # the first wait between polls; it grows to 5 minutes
     auth: AuthConfig = field(default_factory=AuthConfig)
     # what is sent
     fields: InputFields = field(default_factory=InputFields)
@@ -250,7 +259,17 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed cannot be combined")
+        if self.via not in VIAS:
+            raise ConfigError(f"--via must be one of {', '.join(VIAS)}, got {self.via!r}")
+        if self.via == "batch" and not (self.staging or "").startswith("gs://"):
+            raise ConfigError(
+                "--via batch needs --staging gs://BUCKET/PREFIX for its input and output files"
+            )
+        if self.batch_poll_s <= 0:
+            raise ConfigError("batch_poll_seconds must be positive")
 
+
+VIAS: Final = ("online", "batch")
 
 # Names a job file may use at its top level, with their RunConfig field.
 _SCALARS: dict[str, str] = {
@@ -281,6 +300,11 @@ _SCALARS: dict[str, str] = {
     "prices": "prices_path",
     "checkpoint_seconds": "checkpoint_s",
     "grace_seconds": "grace_s",
+    "via": "via",
+    "staging": "staging",
+    "keep_staging": "keep_staging",
+    "storage_url": "storage_url",
+    "batch_poll_seconds": "batch_poll_s",
 }
 _TABLES = frozenset({"params", "google", "fields", "simulate", "auth"})
 _LISTS = frozenset({"models", "model"})
@@ -335,6 +359,7 @@ _FLOATS = {
     "max_cost",
     "checkpoint_s",
     "grace_s",
+    "batch_poll_s",
 }
 _PATHS = {"input", "output", "summary_path", "prices_path"}
 

@@ -83,6 +83,7 @@ class Result:
     traffic_type: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    batch_job: str | None = None  # the batchPredictionJob that answered, on the batch route
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in RESULT_FIELDS}
@@ -120,6 +121,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("traffic_type", pa.string()),
         pa.field("started_at", _TS),
         pa.field("finished_at", _TS),
+        pa.field("batch_job", pa.string()),
     ]
 )
 
