@@ -360,6 +360,7 @@ class BatchRoute:
                 display_name=f"batchrunner-{tag}",
                 input_uri=join_uri(prefix, "input.jsonl"),
                 output_prefix=join_uri(prefix, "output"),
+                api_root=self._api_root,
             )
             state.add(entry, ids)
             staged.append(entry)

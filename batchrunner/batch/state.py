@@ -41,6 +41,7 @@ class StagedFile:
     collected: bool = False  # its answers are in OUTPUT
     cleaned: bool = False  # its staged objects are deleted (or kept on purpose)
     output_directory: str | None = None
+    api_root: str | None = None  # where the job lives when not on Google's own hosts
 
     @property
     def job_id(self) -> str | None:

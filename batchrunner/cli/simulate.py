@@ -58,11 +58,44 @@ def add_simulate(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latency", choices=["zero", "fast", "realistic"], default="realistic")
+    _add_batch_flags(p)
     p.add_argument(
         "--request-log",
         metavar="PATH",
         help="one JSON line per request served (server-side ground truth)",
     )
+
+
+def _add_batch_flags(p: Any) -> None:
+    b = p.add_argument_group("batch prediction")
+    b.add_argument(
+        "--batch-turnaround",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a batch job's time from created to ended (default 5)",
+    )
+    b.add_argument(
+        "--batch-line-failure-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of batch lines answered with a 429/500 status",
+    )
+    b.add_argument(
+        "--batch-outcome",
+        choices=["succeed", "fail", "expire"],
+        default="succeed",
+        help="how every batch job ends (label sim-outcome overrides it per job)",
+    )
+
+
+def _batch_settings(ns: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "batch_turnaround_s": ns.batch_turnaround,
+        "batch_line_failure_rate": ns.batch_line_failure_rate,
+        "batch_outcome": ns.batch_outcome,
+    }
 
 
 def cmd_simulate(ns: argparse.Namespace) -> int:
@@ -97,6 +130,7 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
         retry_delay_s=ns.retry_delay,
         array_errors=not ns.object_errors,
         request_log=ns.request_log,
+        **_batch_settings(ns),
     )
 
     def ready(sim: Any) -> None:
