@@ -175,15 +175,18 @@ class BatchRoute:
         clean = False
         stopped: str | None = None
         try:
-            async with anyio.create_task_group() as background:
-                await background.start(self._auth.run)
-                state = await anyio.to_thread.run_sync(self._load_state)
-                self._reattached = sum(1 for f in state.open_files() if f.job)
-                stopped = await self._stage_new(state)
-                if stopped is None:
-                    await self._submit(state, jobs)
-                    await self._poll(state, jobs)
-                background.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as background:
+                    await background.start(self._auth.run)
+                    state = await anyio.to_thread.run_sync(self._load_state)
+                    self._reattached = sum(1 for f in state.open_files() if f.job)
+                    stopped = await self._stage_new(state)
+                    if stopped is None:
+                        await self._submit(state, jobs)
+                        await self._poll(state, jobs)
+                    background.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise _first(group) from None
             clean = True
         finally:
             with anyio.CancelScope(shield=True):
@@ -551,6 +554,12 @@ class BatchRoute:
             wanted.discard(row.id)
         logger.info("%d lines of job %s failed: submitting them once more", len(retry), staged.job)
         await anyio.to_thread.run_sync(self._record_files, state, staged.model, pending, 1)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception a task group stands for: its first, unwrapped."""
+    first = group.exceptions[0]
+    return _first(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _timestamp(value: object) -> datetime | None:
