@@ -35,8 +35,19 @@ def free_port() -> int:
 def server() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchrunner", "simulate", "--port", str(port), "--no-auth"]
-        + ["--latency", "zero", "--batch-turnaround", "4"],
+        [
+            sys.executable,
+            "-m",
+            "batchrunner",
+            "simulate",
+            "--port",
+            str(port),
+            "--no-auth",
+            "--latency",
+            "zero",
+            "--batch-turnaround",
+            "4",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -96,8 +107,14 @@ def test_a_poller_sigkilled_while_waiting_reattaches_on_the_same_command(
     assert any(j["state"] != "JOB_STATE_SUCCEEDED" for j in before)  # killed while waiting
 
     status = subprocess.run(
-        [sys.executable, "-m", "batchrunner", "batch-status", str(tmp_path / "out.jsonl")]
-        + ["--no-auth"],
+        [
+            sys.executable,
+            "-m",
+            "batchrunner",
+            "batch-status",
+            str(tmp_path / "out.jsonl"),
+            "--no-auth",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -134,8 +151,14 @@ def test_batch_cancel_cancels_the_recorded_jobs_and_the_next_run_resubmits_their
     finally:
         first.wait()
     cancel = subprocess.run(
-        [sys.executable, "-m", "batchrunner", "batch-cancel", str(tmp_path / "out.jsonl")]
-        + ["--no-auth"],
+        [
+            sys.executable,
+            "-m",
+            "batchrunner",
+            "batch-cancel",
+            str(tmp_path / "out.jsonl"),
+            "--no-auth",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

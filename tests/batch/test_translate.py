@@ -295,7 +295,7 @@ def test_maas_models_take_openai_batch_lines_without_streaming() -> None:
 
 def test_google_extensions_have_no_home_in_an_openai_batch_line() -> None:
     body = {"messages": [USER], "extra_body": {"google": {"thinking_config": {}}}}
-    with pytest.raises(Untranslatable, match="extra_body.google"):
+    with pytest.raises(Untranslatable, match=r"extra_body\.google"):
         batch_line("openai/gpt-oss-120b-maas", "r", body)
 
 
