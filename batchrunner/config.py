@@ -218,6 +218,8 @@ class SimulateOptions:
     vllm_stream_usage: str | None = None  # final_chunk | requested (vLLM's rule)
     safety_block_rate: float | None = None  # Gemini answers blocked with a raw reason
     prompt_block_rate: float = 0.0  # prompts refused with 400 "Request blocked"
+    batch_turnaround_s: float = 5.0  # batch jobs: created -> ended
+    batch_line_failure_rate: float = 0.0  # batch lines answered with a 429/500 status
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +237,13 @@ class RunConfig:
     api_version: str = "v1"
     base_url: str | None = None
     simulate: SimulateOptions | None = None
+    # the batch route (batchrunner.batch): "online" sends each request, "batch" submits
+    # batchPredictionJobs through Cloud Storage files under ``staging``
+    via: str = "online"
+    staging: str | None = None  # gs://BUCKET/PREFIX
+    keep_staging: bool = False
+    storage_url: str | None = None  # a Cloud Storage JSON API endpoint other than Google's
+    batch_poll_s: float = 30.0  # the first wait between polls; it grows to 5 minutes
     auth: AuthConfig = field(default_factory=AuthConfig)
     # what is sent
     fields: InputFields = field(default_factory=InputFields)
@@ -292,11 +301,21 @@ class RunConfig:
                 f"--provisioned: unknown mode {self.provisioned!r}; "
                 f"expected {', '.join(PROVISIONED_MODES)}"
             )
+        if self.via not in VIAS:
+            raise ConfigError(f"--via must be one of {', '.join(VIAS)}, got {self.via!r}")
+        if self.via == "batch" and not (self.staging or "").startswith("gs://"):
+            raise ConfigError(
+                "--via batch needs --staging gs://BUCKET/PREFIX for its input and output files"
+            )
+        if self.batch_poll_s <= 0:
+            raise ConfigError("batch_poll_seconds must be positive")
 
     def tier_of(self, model: str) -> str:
         """The tier requests for ``model`` ask for."""
         return self.model_tiers.get(model, self.tier)
 
+
+VIAS: Final = ("online", "batch")
 
 # Names a job file may use at its top level, with their RunConfig field.
 _SCALARS: dict[str, str] = {
@@ -329,6 +348,11 @@ _SCALARS: dict[str, str] = {
     "prices": "prices_path",
     "checkpoint_seconds": "checkpoint_s",
     "grace_seconds": "grace_s",
+    "via": "via",
+    "staging": "staging",
+    "keep_staging": "keep_staging",
+    "storage_url": "storage_url",
+    "batch_poll_seconds": "batch_poll_s",
 }
 _TABLES = frozenset({"params", "google", "fields", "simulate", "auth", "tiers"})
 _LISTS = frozenset({"models", "model"})
@@ -383,6 +407,7 @@ _FLOATS = {
     "max_cost",
     "checkpoint_s",
     "grace_s",
+    "batch_poll_s",
 }
 _PATHS = {"input", "output", "summary_path", "prices_path"}
 

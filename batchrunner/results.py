@@ -87,6 +87,7 @@ class Result:
     tool_calls: str | None = None  # JSON list of {id, name, arguments[, valid_json: false]}
     choices: str | None = None  # JSON list of every candidate's text, when n > 1 was asked
     finish_reason_raw: str | None = None  # the server's finish reason, when it differs
+    batch_job: str | None = None  # the batchPredictionJob that answered, on the batch route
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in RESULT_FIELDS}
@@ -127,6 +128,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("tool_calls", pa.string()),
         pa.field("choices", pa.string()),
         pa.field("finish_reason_raw", pa.string()),
+        pa.field("batch_job", pa.string()),
     ]
 )
 

@@ -30,15 +30,16 @@ ALLOWED: Mapping[str, frozenset[str]] = {
     "endpoint": GROUND | {"auth"},
     "report": GROUND | {"stats", "output"},
     "pipeline": GROUND | {"input", "auth", "limits", "endpoint", "output", "stats", "report"},
+    "batch": GROUND | {"input", "auth", "endpoint", "output", "stats"},
     "launch": GROUND
     | {"input", "auth", "limits", "endpoint", "output", "stats", "report", "pipeline"}
-    | {"simulator"},
+    | {"batch", "simulator"},
     "scale": GROUND
     | {"input", "auth", "limits", "endpoint", "output", "stats", "report", "pipeline"},
     # cli also reads the package's __version__
     "cli": GROUND
     | {"input", "auth", "limits", "endpoint", "output", "stats", "report", "pipeline"}
-    | {"launch", "scale", "simulator", "__init__"},
+    | {"batch", "launch", "scale", "simulator", "__init__"},
     "simulator": frozenset(),
     # The package's face: lazily re-exports the public names of every room but cli.
     "__init__": GROUND

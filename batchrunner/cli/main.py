@@ -1,7 +1,7 @@
 """The command line: flags → config → run → exit status.
 
-With ``cli_run`` and ``cli_simulate`` (the ``run`` and ``simulate`` subcommands), the only
-modules that print.
+With ``cli.run``, ``cli.simulate`` and ``cli.batch`` (the ``run``, ``simulate`` and
+``batch-*`` subcommands), the only modules that print.
 """
 
 from __future__ import annotations
@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from batchrunner import __version__
+from batchrunner.cli.batch import (
+    add_batch_commands,
+    cmd_batch_cancel,
+    cmd_batch_status,
+)
 from batchrunner.cli.run import add_run, cmd_run, positive_int, setup_logging
 from batchrunner.cli.simulate import add_simulate, cmd_simulate
 from batchrunner.errors import BatchRunnerError, ConfigError
@@ -45,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate(sub)
     _add_report(sub)
     _add_merge(sub)
+    add_batch_commands(sub)
     return parser
 
 
@@ -86,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "simulate": cmd_simulate,
         "report": _cmd_report,
         "merge": _cmd_merge,
+        "batch-status": cmd_batch_status,
+        "batch-cancel": cmd_batch_cancel,
     }
     try:
         return commands[ns.command](ns)

@@ -164,6 +164,7 @@ def add_run(sub: Any) -> None:
     o.add_argument("--prices", metavar="FILE", help="TOML price table overriding the shipped one")
     o.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
     o.add_argument("-v", "--verbose", action="count", default=0)
+    _add_batch_flags(p)
     s = p.add_argument_group("scale-out (see docs/scale-out.md)")
     s.add_argument(
         "--shard",
@@ -186,6 +187,36 @@ def add_run(sub: Any) -> None:
         metavar="N",
         help="shards --ray splits the input into (default: as OUTPUT has, else 4 per worker)",
     )
+
+
+def _add_batch_flags(p: Any) -> None:
+    b = p.add_argument_group("batch prediction (see docs/batch.md)")
+    b.add_argument(
+        "--via",
+        choices=["online", "batch"],
+        help="online (default): one request at a time; batch: Vertex batch jobs, half price",
+    )
+    b.add_argument("--staging", metavar="gs://BUCKET/PREFIX", help="where batch files go")
+    b.add_argument(
+        "--keep-staging",
+        action="store_true",
+        default=None,
+        help="keep the staged input and prediction files once their rows are in OUTPUT",
+    )
+    b.add_argument("--storage-url", metavar="URL", help="a Cloud Storage endpoint (emulators)")
+    b.add_argument("--batch-poll", type=float, metavar="SECONDS", help="first poll interval")
+    b.add_argument("--sim-batch-turnaround", type=float, metavar="SECONDS")
+    b.add_argument("--sim-batch-line-failure-rate", type=float, metavar="F")
+
+
+def _batch_options(ns: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "via": ns.via,
+        "staging": ns.staging,
+        "keep_staging": ns.keep_staging,
+        "storage_url": ns.storage_url,
+        "batch_poll_seconds": ns.batch_poll,
+    }
 
 
 def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
@@ -224,6 +255,8 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
             "rpm_quota": ns.sim_rpm_quota,
             "tpm_quota": ns.sim_tpm_quota,
             "seed": ns.sim_seed,
+            "batch_turnaround_s": ns.sim_batch_turnaround,
+            "batch_line_failure_rate": ns.sim_batch_line_failure_rate,
             **shape_options(ns, prefix="--sim-"),
         }
     return {
@@ -261,6 +294,7 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
         "prices": ns.prices,
         "shard": ns.shard,
         "shard_count": ns.shard_count,
+        **_batch_options(ns),
     }
 
 

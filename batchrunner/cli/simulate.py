@@ -76,6 +76,7 @@ def add_simulate(sub: Any) -> None:
         default="realistic",
         help="latency profile; realistic also turns on real-traffic shapes at plausible rates",
     )
+    _add_batch_flags(p)
     p.add_argument(
         "--request-log",
         metavar="PATH",
@@ -138,6 +139,38 @@ def _add_tier_flags(p: Any) -> None:
     )
 
 
+def _add_batch_flags(p: Any) -> None:
+    b = p.add_argument_group("batch prediction")
+    b.add_argument(
+        "--batch-turnaround",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a batch job's time from created to ended (default 5)",
+    )
+    b.add_argument(
+        "--batch-line-failure-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of batch lines answered with a 429/500 status",
+    )
+    b.add_argument(
+        "--batch-outcome",
+        choices=["succeed", "fail", "expire"],
+        default="succeed",
+        help="how every batch job ends (label sim-outcome overrides it per job)",
+    )
+
+
+def _batch_settings(ns: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "batch_turnaround_s": ns.batch_turnaround,
+        "batch_line_failure_rate": ns.batch_line_failure_rate,
+        "batch_outcome": ns.batch_outcome,
+    }
+
+
 def cmd_simulate(ns: argparse.Namespace) -> int:
     from batchrunner.pipeline.gctune import collect_less_often
     from batchrunner.simulator import serve
@@ -190,4 +223,5 @@ def simulator_config(ns: argparse.Namespace) -> SimulatorConfig:
         provisioned_rps=ns.provisioned_rps,
         flex_queue_s=ns.flex_queue,
         **shape_options(ns, prefix="--"),
+        **_batch_settings(ns),
     )

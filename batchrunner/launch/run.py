@@ -16,8 +16,13 @@ __all__ = ["run", "run_async"]
 async def run_async(config: RunConfig, **kwargs: Any) -> RunSummary:
     """Run a batch; with ``config.simulate``, against a simulator started for the run.
 
-    ``kwargs`` go to :class:`Runner` (an injected ``url`` means the simulator is not started).
+    ``kwargs`` go to :class:`Runner` (an injected ``url`` means the simulator is not started);
+    with ``config.via == "batch"``, to the batch route (``batchrunner.launch.batch``).
     """
+    if config.via == "batch":
+        from batchrunner.launch.batch import run_batch
+
+        return await run_batch(config, **kwargs)
     if config.simulate is None or kwargs.get("url") is not None:
         return await Runner(config, **kwargs).run()
     async with open_simulated_target(config) as target:

@@ -28,6 +28,9 @@ class SimulatedTarget:
 
     url: str  # the base URL: everything before /chat/completions
     authenticator: Authenticator
+    api_root: str = ""  # http://127.0.0.1:PORT: Vertex's REST root (batch jobs)
+    storage_url: str = ""  # the Cloud Storage JSON API endpoint
+    project: str = ""
 
 
 def simulator_config(options: SimulateOptions) -> SimulatorConfig:
@@ -47,6 +50,8 @@ def simulator_config(options: SimulateOptions) -> SimulatorConfig:
             vllm_stream_usage=options.vllm_stream_usage,
             safety_block_rate=options.safety_block_rate,
             prompt_block_rate=options.prompt_block_rate,
+            batch_turnaround_s=options.batch_turnaround_s,
+            batch_line_failure_rate=options.batch_line_failure_rate,
         )
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from None
@@ -63,4 +68,10 @@ async def open_simulated_target(config: RunConfig) -> AsyncIterator[SimulatedTar
                 build_authenticator, AuthConfig(mode="adc", credentials_file=str(key_file))
             )
             base = sim.base_url(config.location, config.api_version, config.endpoint_id)
-            yield SimulatedTarget(base, auth)
+            yield SimulatedTarget(
+                base,
+                auth,
+                api_root=sim.root_url,
+                storage_url=sim.storage_url(),
+                project=sim.config.project,
+            )

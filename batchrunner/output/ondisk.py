@@ -11,6 +11,10 @@ The writers in ``batchrunner.output.writers`` leave::
     OUTPUT.tmp                 a compaction or rewrite in progress; deleted on resume
     OUTPUT.run.json            the run's identity (input, models, request settings)
     OUTPUT.lock                held (flock) while a writer is open; removed when it finishes
+    OUTPUT.batch.json          the batch route: files staged and jobs submitted, replaced
+                               atomically before the run waits (``batchrunner.batch.state``)
+    OUTPUT.batch/              the batch route: each file's [id, row] pairs, and a file being
+                               built before its upload
 
 A compacted Parquet OUTPUT records in its metadata the highest part number it includes
 (``batchrunner.parts_through``), so parts left behind by a compaction that was killed between
@@ -92,6 +96,14 @@ def lock_path(path: Path) -> Path:
 
 def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + ".run.json")
+
+
+def batch_state_path(path: Path) -> Path:
+    return path.with_name(path.name + ".batch.json")
+
+
+def batch_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".batch")
 
 
 def part_path(path: Path, seq: int) -> Path:

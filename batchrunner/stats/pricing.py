@@ -345,3 +345,26 @@ class PriceTable:
         return (
             (prompt - cached) * input_rate + cached * cached_rate + output * output_rate
         ) * _PER_TOKEN
+
+    def batch_cost(self, model: str, usage: Usage) -> float | None:
+        """USD cost of one batch prediction: the on-demand rates less the batch discount.
+
+        The discount is the entry's ``batch_discount`` (half price when it names none).
+        Cached prompt tokens keep the cached rate: the cache discount does not stack with
+        the batch discount, and wins where it hits.
+        """
+        price = self.lookup(model)
+        if price is None:
+            return self.cost(model, usage)  # None, with the one warning
+        prompt = usage.prompt_tokens
+        output = usage.completion_tokens
+        if prompt is None or output is None:
+            return None
+        keep = 1.0 - (price.batch_discount if price.batch_discount is not None else 0.5)
+        cached = min(usage.cached_tokens or 0, prompt)
+        input_rate, cached_rate, output_rate = price.rates(prompt)
+        return (
+            (prompt - cached) * input_rate * keep
+            + cached * min(cached_rate, input_rate * keep)
+            + output * output_rate * keep
+        ) * _PER_TOKEN
