@@ -15,24 +15,14 @@ from typing import Any
 
 import orjson
 
+from batchrunner.endpoint.candidates import ToolCall, normalize_finish_reason, tool_calls_json
 from batchrunner.endpoint.usage import normalize_usage
 from batchrunner.results import Result, Usage
 from batchrunner.stats.pricing import PriceTable
 
-__all__ = ["FINISH_REASONS", "Prediction", "parse_prediction"]
+__all__ = ["Prediction", "parse_prediction"]
 
 TRAFFIC_TYPE = "BATCH"
-FINISH_REASONS: Mapping[str, str] = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-    "MALFORMED_FUNCTION_CALL": "stop",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,22 +79,22 @@ def _gemini(line: Mapping[str, Any]) -> Prediction:
     first = candidates[0] if candidates and isinstance(candidates[0], Mapping) else {}
     texts: list[str] = []
     thoughts: list[str] = []
-    calls = 0
+    calls: list[ToolCall] = []
     for part in (first.get("content") or {}).get("parts") or []:
         if not isinstance(part, Mapping):
             continue
-        if "functionCall" in part:
-            calls += 1
+        call = part.get("functionCall")
+        if isinstance(call, Mapping):
+            calls.append(_gemini_call(call))
         text = part.get("text")
         if isinstance(text, str):
             (thoughts if part.get("thought") else texts).append(text)
-    raw_reason = first.get("finishReason")
-    finish = FINISH_REASONS.get(str(raw_reason), "content_filter") if raw_reason else None
-    if calls and finish == "stop":
-        finish = "tool_calls"
+    raw = first.get("finishReason")
+    raw_reason = str(raw) if raw else None
+    finish = normalize_finish_reason(raw_reason, has_tool_calls=bool(calls))
     if not candidates:
-        blocked = (response.get("promptFeedback") or {}).get("blockReason")
-        finish = "content_filter" if blocked else None
+        raw_reason = (response.get("promptFeedback") or {}).get("blockReason")
+        finish = "content_filter" if raw_reason else None
     meta = response.get("usageMetadata") or {}
     prompt = _int(meta.get("promptTokenCount"))
     thought = _int(meta.get("thoughtsTokenCount")) or 0
@@ -119,9 +109,11 @@ def _gemini(line: Mapping[str, Any]) -> Prediction:
         traffic_type=TRAFFIC_TYPE,
     )
     fields = {
-        "output": "".join(texts) if texts or calls == 0 else None,
+        "output": "".join(texts) if texts or not calls else None,
         "reasoning": "".join(thoughts) or None,
         "finish_reason": finish,
+        "finish_reason_raw": raw_reason if raw_reason != finish else None,
+        "tool_calls": tool_calls_json(calls),
         "response_id": response.get("responseId"),
         "usage": usage,
         "processed_at": line.get("processed_time"),
@@ -151,15 +143,43 @@ def _openai(line: Mapping[str, Any]) -> Prediction:
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     normal = normalize_usage(str(body.get("model") or "gpt-oss"), body.get("usage"))
     usage = normal._replace(traffic_type=TRAFFIC_TYPE)
+    calls = [_openai_call(c) for c in message.get("tool_calls") or [] if isinstance(c, Mapping)]
+    raw_reason = first.get("finish_reason")
+    raw_reason = str(raw_reason) if raw_reason else None
+    finish = normalize_finish_reason(raw_reason, has_tool_calls=bool(calls))
     fields = {
         "output": message.get("content"),
         "reasoning": reasoning if isinstance(reasoning, str) else None,
-        "finish_reason": first.get("finish_reason"),
+        "finish_reason": finish,
+        "finish_reason_raw": raw_reason if raw_reason != finish else None,
+        "tool_calls": tool_calls_json(calls),
         "response_id": body.get("id"),
         "usage": usage,
         "processed_at": None,
     }
     return Prediction(key, True, fields)
+
+
+def _gemini_call(call: Mapping[str, Any]) -> ToolCall:
+    """A ``functionCall`` part: its ``args`` object is the call's arguments as JSON text."""
+    name = call.get("name")
+    ident = call.get("id")
+    return ToolCall(
+        id=ident if isinstance(ident, str) else None,
+        name=name if isinstance(name, str) else None,
+        arguments=orjson.dumps(call.get("args") or {}).decode(),
+    )
+
+
+def _openai_call(call: Mapping[str, Any]) -> ToolCall:
+    function = call.get("function") or {}
+    arguments = function.get("arguments")
+    ident, name = call.get("id"), function.get("name")
+    return ToolCall(
+        id=ident if isinstance(ident, str) else None,
+        name=name if isinstance(name, str) else None,
+        arguments=arguments if isinstance(arguments, str) else orjson.dumps(arguments).decode(),
+    )
 
 
 def _int(value: object) -> int | None:
@@ -210,6 +230,8 @@ def answered_row(
         output=fields.get("output"),
         reasoning=fields.get("reasoning"),
         finish_reason=fields.get("finish_reason"),
+        finish_reason_raw=fields.get("finish_reason_raw"),
+        tool_calls=fields.get("tool_calls"),
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         reasoning_tokens=usage.reasoning_tokens,
