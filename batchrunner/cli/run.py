@@ -72,6 +72,13 @@ def add_run(sub: Any) -> None:
     )
     a.add_argument("--impersonate-service-account", metavar="EMAIL")
     a.add_argument("--quota-project", metavar="PROJECT", help="sent as x-goog-user-project")
+    a.add_argument(
+        "--auth-patience",
+        type=float,
+        metavar="SECONDS",
+        help="how long to keep retrying the token source once no valid token is left "
+        "(requests wait meanwhile) before stopping (default 300)",
+    )
     r = p.add_argument_group("request")
     r.add_argument("--system", help="system prompt for every row without one")
     r.add_argument("--max-tokens", type=int)
@@ -195,6 +202,8 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
         auth["impersonate_service_account"] = ns.impersonate_service_account
     if ns.quota_project:
         auth["quota_project"] = ns.quota_project
+    if ns.auth_patience is not None:
+        auth["patience"] = ns.auth_patience
     simulate: dict[str, Any] | None = None
     if ns.simulate:
         simulate = {
