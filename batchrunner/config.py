@@ -238,6 +238,7 @@ class RunConfig:
     prices_path: Path | None = None
     checkpoint_s: float = 2.0
     grace_s: float = 30.0
+    part_rows: int = 10_000  # rows per Parquet part while a run writes (job file only)
     # (index, count): this process runs one shard of the input; ``output`` is the shard's own
     # file and the rate limits above are the whole job's (each shard takes 1/count of them)
     shard: tuple[int, int] | None = None
@@ -288,6 +289,7 @@ _SCALARS: dict[str, str] = {
     "prices": "prices_path",
     "checkpoint_seconds": "checkpoint_s",
     "grace_seconds": "grace_s",
+    "part_rows": "part_rows",
 }
 _TABLES = frozenset({"params", "google", "fields", "simulate", "auth"})
 _LISTS = frozenset({"models", "model"})
@@ -330,7 +332,7 @@ def _number(name: str, value: Any, kind: type) -> Any:
     return kind(value)
 
 
-_INTS = {"concurrency", "max_attempts"}
+_INTS = {"concurrency", "max_attempts", "part_rows"}
 _FLOATS = {
     "rpm",
     "tpm",

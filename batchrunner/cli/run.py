@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from batchrunner.config import READ_SUFFIXES, WRITE_SUFFIXES, suffixes
 from batchrunner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from batchrunner.pipeline.stop_signals import StopSignals
 
 __all__ = ["add_run", "cmd_run", "positive_int", "setup_logging"]
 
@@ -259,11 +263,34 @@ def setup_logging(verbose: int) -> None:
     root.propagate = False
 
 
+RESUME_ADVICE = "run the same command again to resume where it stopped"
+
+
+def _stop_at_once(name: str) -> None:
+    """A second SIGINT/SIGTERM outside the request phase: leave now; OUTPUT is resumable."""
+    sys.stderr.write(f"\nbatchrunner: {name} received again: stopped at once; {RESUME_ADVICE}\n")
+    sys.stderr.flush()
+    os._exit(3)
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
+    from batchrunner.pipeline.stop_signals import StopSignals
+
+    # From here to the last rename, SIGINT/SIGTERM stop the run cleanly (see
+    # docs/operations.md): the first is remembered until the run can act on it.
+    signals = StopSignals(on_second=_stop_at_once).install()
+    try:
+        return _cmd_run(ns, signals)
+    finally:
+        signals.restore()
+
+
+def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
     from batchrunner.config import build_config, load_job_file
     from batchrunner.stats.pricing import PriceTable
 
     setup_logging(ns.verbose)
+    logging.getLogger(__name__).debug("starting: SIGINT/SIGTERM now stop the run cleanly")
     job = load_job_file(ns.config) if ns.config else None
     options = _run_options(ns)
     if ns.ray:
@@ -294,12 +321,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if display is not None:
             display.close()
         summary = run_on_ray(
-            config, address=ns.ray_address, workers=ns.workers or 4, shards=ns.shards
+            config,
+            address=ns.ray_address,
+            workers=ns.workers or 4,
+            shards=ns.shards,
+            signals=signals,
         )
     else:
         collect_less_often()  # this process exists to run the batch
         try:
-            summary = run(config, prices=prices, on_progress=display, handle_signals=True)
+            summary = run(config, prices=prices, on_progress=display, handle_signals=signals)
         finally:
             if display is not None:
                 display.close()
@@ -326,11 +357,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if summary.fatal:
         print(f"batchrunner: aborted: {summary.fatal}", file=sys.stderr)
     elif summary.stopped:
-        print(
-            f"batchrunner: stopped early ({summary.stopped}); run the same command again to "
-            "resume where it stopped",
-            file=sys.stderr,
-        )
+        print(f"batchrunner: stopped early ({summary.stopped}); {RESUME_ADVICE}", file=sys.stderr)
+    elif signals.first is not None:
+        print(f"batchrunner: {signals.first} received after the run had finished", file=sys.stderr)
     finished = summary.fatal is None and summary.stopped is None
     print(_where_results_are(config.output, finished=finished), file=sys.stderr)
     return summary.exit_status

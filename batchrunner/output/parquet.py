@@ -261,6 +261,7 @@ class ParquetWriter:
     def _commit(self) -> None:
         """Commit the buffer as the next part, then drop the journal that held it."""
         target = part_path(self.path, self._next_seq)
+        logger.debug("committing part %d of %s", self._next_seq, self.path)
         try:
             parts_dir(self.path).mkdir(exist_ok=True)
             write_atomically(target, _parquet_bytes(self._buffered_table()))
