@@ -362,7 +362,30 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
         print(f"batchrunner: {signals.first} received after the run had finished", file=sys.stderr)
     finished = summary.fatal is None and summary.stopped is None
     print(_where_results_are(config.output, finished=finished), file=sys.stderr)
+    if not finished and not ns.ray:
+        left = _requests_left(config.output, config.input, len(config.models), config)
+        if left is not None:
+            print(
+                f"batchrunner: the next run sends the {left:,} requests not yet done",
+                file=sys.stderr,
+            )
     return summary.exit_status
+
+
+def _requests_left(output: Path, input_path: Path, models: int, config: Any) -> int | None:
+    """What a rerun will send, read back from OUTPUT the way the rerun reads it."""
+    from batchrunner.cli.progress import expected_requests
+    from batchrunner.errors import BatchRunnerError
+    from batchrunner.output.resume import load_resume_state
+
+    total = expected_requests(input_path, models)
+    if total is None:
+        return None
+    try:
+        done = load_resume_state(output).count_done(retry_failed=config.retry_failed)
+    except (OSError, BatchRunnerError):
+        return None
+    return max(0, total - done)
 
 
 def _where_results_are(output: Path, *, finished: bool) -> str:

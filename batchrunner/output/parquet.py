@@ -231,7 +231,9 @@ class ParquetWriter:
             except OSError as sync_exc:
                 logger.warning("could not sync %s: %s", self._journal.path, sync_exc)
             if unsaved > 0:
-                logger.warning("%s; %d rows will be sent again on resume", exc, unsaved)
+                # How many a rerun sends is read back from disk (the CLI says it): these
+                # rows may be in a journal or a part written before the failure.
+                logger.warning("%s; up to %d rows of the last part may be sent again", exc, unsaved)
             else:
                 logger.warning("%s; its journal keeps the rows for resume", exc)
         finally:

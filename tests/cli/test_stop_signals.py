@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,9 +81,15 @@ def _ids(out: Path) -> Counter[str]:
     return Counter(r.id for r in load_results([out]))
 
 
-def _rerun_gives_every_id_once(command: list[str], out: Path) -> None:
+def _rerun_gives_every_id_once(command: list[str], out: Path, log: str = "") -> None:
+    """The rerun completes the output, and sends exactly what the stopped run said it would."""
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    promised = re.search(r"the next run sends the ([\d,]+) requests not yet done", log)
+    if promised is not None:
+        already = re.search(r"([\d,]+) requests were already done", done.stderr)
+        skipped = int(already.group(1).replace(",", "")) if already else 0
+        assert int(promised.group(1).replace(",", "")) == ROWS - skipped
     ids = _ids(out)
     assert set(ids) == {f"row-{i}" for i in range(ROWS)}
     assert max(ids.values()) == 1
@@ -100,7 +107,8 @@ def test_sigterm_at_start_up_or_mid_run_stops_cleanly_and_the_rerun_finishes(
     assert "stopped early (SIGTERM received)" in log
     assert RESUME in log
     assert "Traceback" not in log
-    _rerun_gives_every_id_once(command, out)
+    assert "the next run sends the" in log
+    _rerun_gives_every_id_once(command, out, log)
 
 
 def test_sigterm_during_a_parquet_part_commit_stops_cleanly_and_the_rerun_finishes(
@@ -112,7 +120,7 @@ def test_sigterm_during_a_parquet_part_commit_stops_cleanly_and_the_rerun_finish
     assert status == 3, log[-2000:]
     assert "stopped early (SIGTERM received)" in log and RESUME in log
     assert "results so far in" in log  # the parts hold the rows; the next run merges them
-    _rerun_gives_every_id_once(command, out)
+    _rerun_gives_every_id_once(command, out, log)
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
@@ -127,7 +135,7 @@ def test_sigterm_during_the_final_compaction_finishes_it_and_says_so(
     assert RESUME in log
     ids = _ids(out)  # finished: complete already
     assert len(ids) == ROWS and max(ids.values()) == 1
-    _rerun_gives_every_id_once(command, out)
+    _rerun_gives_every_id_once(command, out, log)
 
 
 @pytest.mark.parametrize("marker", [STARTUP, SENDING], ids=["start-up", "mid-run"])
@@ -140,4 +148,4 @@ def test_a_second_sigterm_stops_at_once_and_leaves_a_resumable_output(
     assert status == 3, log[-2000:]
     assert RESUME in log
     assert "Traceback" not in log
-    _rerun_gives_every_id_once(command, out)
+    _rerun_gives_every_id_once(command, out, log)
