@@ -361,7 +361,6 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
     elif signals.first is not None:
         print(f"batchrunner: {signals.first} received after the run had finished", file=sys.stderr)
     finished = summary.fatal is None and summary.stopped is None
-    print(_where_results_are(config.output, finished=finished), file=sys.stderr)
     if not finished and not ns.ray:
         left = _requests_left(config.output, config.input, len(config.models), config)
         if left is not None:
@@ -369,6 +368,8 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
                 f"batchrunner: the next run sends the {left:,} requests not yet done",
                 file=sys.stderr,
             )
+    # The last line says where the rows are.
+    print(_where_results_are(config.output, finished=finished), file=sys.stderr)
     return summary.exit_status
 
 
