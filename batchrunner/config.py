@@ -117,6 +117,8 @@ class Secret:
 # --- what a run reads, sends and authenticates with ---------------------------------------
 
 CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
+#: How long a token source that has issued tokens is retried once no usable token is left.
+AUTH_PATIENCE_S: Final = 300.0
 AUTH_MODES: Final = ("auto", "adc", "static", "none")
 
 
@@ -130,8 +132,13 @@ class AuthConfig:
     impersonate_service_account: str | None = None
     quota_project: str | None = None
     scopes: tuple[str, ...] = (CLOUD_PLATFORM_SCOPE,)
+    # how long a token source that has issued tokens is retried once no usable token is
+    # left (requests wait meanwhile); ``--auth-patience``, ``[auth] patience``
+    patience_s: float = AUTH_PATIENCE_S
 
     def __post_init__(self) -> None:
+        if not self.patience_s >= 0:
+            raise ConfigError("--auth-patience must be zero or more seconds")
         if self.mode not in AUTH_MODES:
             raise ConfigError(
                 f"unknown auth mode {self.mode!r}: expected one of {', '.join(AUTH_MODES)}"
@@ -273,6 +280,7 @@ class RunConfig:
     prices_path: Path | None = None
     checkpoint_s: float = 2.0
     grace_s: float = 30.0
+    part_rows: int = 10_000  # rows per Parquet part while a run writes (job file only)
     # (index, count): this process runs one shard of the input; ``output`` is the shard's own
     # file and the rate limits above are the whole job's (each shard takes 1/count of them)
     shard: tuple[int, int] | None = None
@@ -353,6 +361,7 @@ _SCALARS: dict[str, str] = {
     "keep_staging": "keep_staging",
     "storage_url": "storage_url",
     "batch_poll_seconds": "batch_poll_s",
+    "part_rows": "part_rows",
 }
 _TABLES = frozenset({"params", "google", "fields", "simulate", "auth", "tiers"})
 _LISTS = frozenset({"models", "model"})
@@ -395,7 +404,7 @@ def _number(name: str, value: Any, kind: type) -> Any:
     return kind(value)
 
 
-_INTS = {"concurrency", "max_attempts"}
+_INTS = {"concurrency", "max_attempts", "part_rows"}
 _FLOATS = {
     "rpm",
     "tpm",
@@ -568,6 +577,11 @@ def _auth(table: Mapping[str, Any], env: Mapping[str, str]) -> AuthConfig:
         impersonate_service_account=table.get("impersonate_service_account"),
         quota_project=table.get("quota_project"),
         scopes=tuple(scopes),
+        patience_s=(
+            AUTH_PATIENCE_S
+            if table.get("patience") is None
+            else _number("auth patience", table["patience"], float)
+        ),
     )
 
 

@@ -5,6 +5,12 @@
 Credentials) that a background task renews well before they expire, and once more after a
 401. Requests read the current token without waiting; the blocking google-auth refresh runs
 in a worker thread, one at a time. No token ever reaches a log line, a repr or an error.
+
+Outages are ridden out: a failing token source is retried with backoff while the current
+token is still good, and for ``AuthConfig.patience_s`` more once it is not (requests wait
+for a token meanwhile); a freshly refreshed token that the endpoint refuses (a revocation
+landing just after another) is refreshed again, with backoff, a few times before the run
+stops. Only start-up, with no token ever obtained, gives up after a few attempts.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from batchrunner.auth.refresh import (
     backoff,
     summarize,
 )
-from batchrunner.config import AuthConfig, Secret
+from batchrunner.config import AUTH_PATIENCE_S, AuthConfig, Secret
 from batchrunner.errors import AuthError
 from batchrunner.results import utc_now
 
@@ -59,8 +65,13 @@ RENEW_AHEAD_FRACTION: Final = 0.25
 #: request never reaches the server with a token that expires on the way.
 USABLE_MARGIN_MAX: Final = timedelta(seconds=10)
 USABLE_MARGIN_FRACTION: Final = 0.05
-#: How many failed refreshes are tolerated once the current token can no longer be used.
+#: How many failed refreshes are tolerated at start-up, before any token was obtained: a
+#: source that has never worked is more likely misconfigured than briefly down.
 ATTEMPTS_WITHOUT_TOKEN: Final = 4
+#: A token the endpoint refuses within this long of its refresh counts as a refused fresh
+#: token; this many refused in a row stop the run.
+FRESH_TOKEN_S: Final = 60.0
+FRESH_REFUSALS_MAX: Final = 4
 #: Cap on each HTTP call google-auth makes while refreshing (its own default is 120 s), so
 #: cancelling the run never waits long for a refresh thread.
 REFRESH_HTTP_TIMEOUT: Final = 30.0
@@ -187,8 +198,10 @@ class RefreshingAuthenticator:
         sleep: Sleep = anyio.sleep,
         request_factory: Callable[[], object] = _BoundedRequest,
         rng: random.Random | None = None,
+        patience_s: float = AUTH_PATIENCE_S,
     ) -> None:
         self._credentials = credentials
+        self._patience_s = patience_s
         self._source = source
         self._quota_project = quota_project
         self._clock = clock
@@ -203,6 +216,9 @@ class RefreshingAuthenticator:
         self._renew_at: datetime | None = None
         self._failure: str | None = None
         self._wakeup: anyio.CancelScope | None = None
+        self._installed_at: datetime | None = None
+        self._refused = 0  # refused fresh tokens in a row
+        self._refused_generation = -1  # the last generation a 401 was counted for
         self.refresh_count = 0
         self.failure_count = 0
 
@@ -229,11 +245,32 @@ class RefreshingAuthenticator:
         return await self._renew(self._generation)
 
     async def unauthorized(self, used: AuthHeaders) -> AuthHeaders:
-        if used.generation == self._generation and self._current is not None:
+        delay = 0.0
+        if (
+            used.generation == self._generation
+            and self._current is not None
+            and used.generation != self._refused_generation
+        ):
             # The server rejected the current token: stop handing it out.
+            self._refused_generation = used.generation
+            now = self._clock()
+            fresh = self._installed_at is not None and (
+                (now - self._installed_at).total_seconds() < FRESH_TOKEN_S
+            )
+            self._refused = self._refused + 1 if fresh else 1
             logger.info("access token #%d was rejected (401); renewing it", used.generation)
-            self._usable_until = self._clock()
-        return await self._renew(used.generation)
+            self._usable_until = now
+            if self._refused > FRESH_REFUSALS_MAX:
+                self._failure = (
+                    f"the endpoint refused {self._refused - 1} freshly refreshed access tokens "
+                    f"in a row from {self._source} (HTTP 401): check the credential's "
+                    "permissions on the project and that it has not been revoked"
+                )
+                raise AuthError(self._failure)
+            if self._refused > 1:
+                # A fresh token refused: a revocation may still be propagating; wait a little.
+                delay = backoff(self._refused - 1, self._rng)
+        return await self._renew(used.generation, delay_s=delay)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -254,18 +291,34 @@ class RefreshingAuthenticator:
             if self._generation == generation:
                 await self._renew(generation)
 
-    async def _renew(self, expected_generation: int) -> AuthHeaders:
+    async def _renew(self, expected_generation: int, *, delay_s: float = 0.0) -> AuthHeaders:
         async with self._lock:
             if self._failure is not None:
                 raise AuthError(self._failure)
             if self._generation != expected_generation and self._usable(self._clock()):
                 assert self._current is not None
                 return self._current
+            if delay_s > 0:
+                logger.warning(
+                    "a freshly refreshed access token from %s was refused (401); "
+                    "refreshing again in %.1f s",
+                    self._source,
+                    delay_s,
+                )
+                await self._sleep(delay_s)
             return await self._refresh_with_retries()
+
+    def _outage_deadline(self, now: datetime) -> datetime | None:
+        """Until when a source that has issued tokens is retried; None: at start-up."""
+        if self._current is None:
+            return None
+        since = self._usable_until if self._usable_until is not None else now
+        return min(since, now) + timedelta(seconds=self._patience_s)
 
     async def _refresh_with_retries(self) -> AuthHeaders:
         attempts = 0  # failed attempts since the current token became (un)usable
         had_usable: bool | None = None
+        deadline: datetime | None = None  # while no usable token exists
         while True:
             try:
                 token, expiry = await anyio.to_thread.run_sync(self._refresh_blocking)
@@ -277,14 +330,22 @@ class RefreshingAuthenticator:
             usable = self._usable(now)
             if usable is not had_usable:
                 attempts, had_usable = 0, usable
+                deadline = None if usable else self._outage_deadline(now)
             attempts += 1
-            if not usable and (permanent or attempts >= ATTEMPTS_WITHOUT_TOKEN):
+            if not usable and (
+                permanent
+                or (deadline is None and attempts >= ATTEMPTS_WITHOUT_TOKEN)
+                or (deadline is not None and now >= deadline)
+            ):
                 self._failure = self._failure_message(summary, attempts)
                 raise AuthError(self._failure) from None
             delay = backoff(attempts, self._rng)
             if usable and self._usable_until is not None:
                 # Try once more just before the current token goes out of use.
                 delay = min(delay, max((self._usable_until - now).total_seconds(), 0.0))
+            elif deadline is not None:
+                # The last attempt lands on the deadline, not a backoff step past it.
+                delay = min(delay, max((deadline - now).total_seconds(), 0.0))
             logger.warning(
                 "refreshing the access token from %s failed (%s); retrying in %.1f s",
                 self._source,
@@ -295,10 +356,16 @@ class RefreshingAuthenticator:
 
     def _failure_message(self, summary: str, attempts: int) -> str:
         got = "get an access token" if self._current is None else "renew the expired access token"
+        waited = (
+            ""
+            if self._current is None
+            else f" over {self._patience_s:g} s without a usable token (--auth-patience)"
+        )
         return (
             f"cannot {got} from {self._source} ({summary}, {attempts} "
-            f"attempt{'s' if attempts != 1 else ''}): check that the credential is still valid "
-            "and its token endpoint reachable, or run `gcloud auth application-default login`"
+            f"attempt{'s' if attempts != 1 else ''}{waited}): check that the credential is "
+            "still valid and its token endpoint reachable, or run "
+            "`gcloud auth application-default login`"
         )
 
     def _refresh_blocking(self) -> tuple[str, datetime | None]:
@@ -328,6 +395,7 @@ class RefreshingAuthenticator:
         self._generation += 1
         self._current = _make_headers(token, self._quota_project, self._generation)
         self._renew_at, self._usable_until = renew_at, usable_until
+        self._installed_at = now
         self.refresh_count += 1
         if self._wakeup is not None:
             self._wakeup.cancel()
@@ -374,5 +442,10 @@ def build_authenticator(
         source = f"service account {config.impersonate_service_account} impersonated by {source}"
     quota_project = config.quota_project or getattr(credentials, "quota_project_id", None)
     return RefreshingAuthenticator(
-        credentials, source=source, quota_project=quota_project, clock=clock, sleep=sleep
+        credentials,
+        source=source,
+        quota_project=quota_project,
+        clock=clock,
+        sleep=sleep,
+        patience_s=config.patience_s,
     )

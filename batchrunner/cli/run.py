@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from batchrunner.cli.shape_flags import add_shape_flags, shape_options
 from batchrunner.config import READ_SUFFIXES, WRITE_SUFFIXES, suffixes
 from batchrunner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from batchrunner.pipeline.stop_signals import StopSignals
 
 __all__ = ["add_run", "cmd_run", "positive_int", "setup_logging"]
 
@@ -80,6 +84,13 @@ def add_run(sub: Any) -> None:
     )
     a.add_argument("--impersonate-service-account", metavar="EMAIL")
     a.add_argument("--quota-project", metavar="PROJECT", help="sent as x-goog-user-project")
+    a.add_argument(
+        "--auth-patience",
+        type=float,
+        metavar="SECONDS",
+        help="how long to keep retrying the token source once no valid token is left "
+        "(requests wait meanwhile) before stopping (default 300)",
+    )
     r = p.add_argument_group("request")
     r.add_argument("--system", help="system prompt for every row without one")
     r.add_argument("--max-tokens", type=int)
@@ -247,6 +258,8 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
         auth["impersonate_service_account"] = ns.impersonate_service_account
     if ns.quota_project:
         auth["quota_project"] = ns.quota_project
+    if ns.auth_patience is not None:
+        auth["patience"] = ns.auth_patience
     simulate: dict[str, Any] | None = None
     if ns.simulate:
         simulate = {
@@ -308,11 +321,34 @@ def setup_logging(verbose: int) -> None:
     root.propagate = False
 
 
+RESUME_ADVICE = "run the same command again to resume where it stopped"
+
+
+def _stop_at_once(name: str) -> None:
+    """A second SIGINT/SIGTERM outside the request phase: leave now; OUTPUT is resumable."""
+    sys.stderr.write(f"\nbatchrunner: {name} received again: stopped at once; {RESUME_ADVICE}\n")
+    sys.stderr.flush()
+    os._exit(3)
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
+    from batchrunner.pipeline.stop_signals import StopSignals
+
+    # From here to the last rename, SIGINT/SIGTERM stop the run cleanly (see
+    # docs/operations.md): the first is remembered until the run can act on it.
+    signals = StopSignals(on_second=_stop_at_once).install()
+    try:
+        return _cmd_run(ns, signals)
+    finally:
+        signals.restore()
+
+
+def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
     from batchrunner.config import build_config, load_job_file
     from batchrunner.stats.pricing import PriceTable
 
     setup_logging(ns.verbose)
+    logging.getLogger(__name__).debug("starting: SIGINT/SIGTERM now stop the run cleanly")
     job = load_job_file(ns.config) if ns.config else None
     options = _run_options(ns)
     if ns.ray:
@@ -343,12 +379,16 @@ def cmd_run(ns: argparse.Namespace) -> int:
         if display is not None:
             display.close()
         summary = run_on_ray(
-            config, address=ns.ray_address, workers=ns.workers or 4, shards=ns.shards
+            config,
+            address=ns.ray_address,
+            workers=ns.workers or 4,
+            shards=ns.shards,
+            signals=signals,
         )
     else:
         collect_less_often()  # this process exists to run the batch
         try:
-            summary = run(config, prices=prices, on_progress=display, handle_signals=True)
+            summary = run(config, prices=prices, on_progress=display, handle_signals=signals)
         finally:
             if display is not None:
                 display.close()
@@ -377,14 +417,36 @@ def cmd_run(ns: argparse.Namespace) -> int:
     elif summary.budget_spent or (summary.stopped and "Flex" in summary.stopped):
         print(f"batchrunner: stopped: {summary.stopped}", file=sys.stderr)
     elif summary.stopped:
-        print(
-            f"batchrunner: stopped early ({summary.stopped}); run the same command again to "
-            "resume where it stopped",
-            file=sys.stderr,
-        )
+        print(f"batchrunner: stopped early ({summary.stopped}); {RESUME_ADVICE}", file=sys.stderr)
+    elif signals.first is not None:
+        print(f"batchrunner: {signals.first} received after the run had finished", file=sys.stderr)
     finished = summary.fatal is None and summary.stopped is None
+    if not finished and not ns.ray:
+        left = _requests_left(config.output, config.input, len(config.models), config)
+        if left is not None:
+            print(
+                f"batchrunner: the next run sends the {left:,} requests not yet done",
+                file=sys.stderr,
+            )
+    # The last line says where the rows are.
     print(_where_results_are(config.output, finished=finished), file=sys.stderr)
     return summary.exit_status
+
+
+def _requests_left(output: Path, input_path: Path, models: int, config: Any) -> int | None:
+    """What a rerun will send, read back from OUTPUT the way the rerun reads it."""
+    from batchrunner.cli.progress import expected_requests
+    from batchrunner.errors import BatchRunnerError
+    from batchrunner.output.resume import load_resume_state
+
+    total = expected_requests(input_path, models)
+    if total is None:
+        return None
+    try:
+        done = load_resume_state(output).count_done(retry_failed=config.retry_failed)
+    except (OSError, BatchRunnerError):
+        return None
+    return max(0, total - done)
 
 
 def _where_results_are(output: Path, *, finished: bool) -> str:

@@ -31,6 +31,9 @@ from batchrunner.endpoint.wire import Wire, WireResponse
 from batchrunner.errors import AuthError, RequestError
 from batchrunner.results import RequestSpec
 
+#: Attempts with successive tokens after 401s, for an authenticator that never gives up.
+FRESH_TOKEN_TRIES = 6
+
 # Non-streamed answers may come compressed; a compressed stream arrives in a proxy's bursts,
 # so that time to first token would measure the buffer, not the model.
 _HEADERS = {
@@ -264,24 +267,29 @@ class ChatClient:
         # (plain, streamed) headers per model with headers of its own, built once per token.
         self._per_model: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
 
+    async def credentials_ready(self) -> None:
+        """Wait until a usable token exists (at once, unless the token source is down)."""
+        await self._auth.headers()
+
     async def send(self, spec: RequestSpec) -> Answer:
-        """One attempt; a 401 refreshes the token and tries once more."""
+        """One attempt; a 401 refreshes the token and tries again.
+
+        The authenticator decides how many refused fresh tokens end the run (with backoff
+        between them); ``FRESH_TOKEN_TRIES`` bounds the loop for one that never does.
+        """
         creds = await self._auth.headers()
-        try:
-            return await self._attempt(spec, creds)
-        except RequestError as exc:
-            if exc.status != 401:
-                raise
-        creds = await self._auth.unauthorized(creds)
-        try:
-            return await self._attempt(spec, creds)
-        except RequestError as exc:
-            if exc.status == 401:
-                raise AuthError(
-                    f"the endpoint rejected a freshly refreshed token from {self._auth.describe()}"
-                    f" (401 {exc.google_status or ''}); check the credential's permissions"
-                ) from None
-            raise
+        for _ in range(FRESH_TOKEN_TRIES):
+            try:
+                return await self._attempt(spec, creds)
+            except RequestError as exc:
+                if exc.status != 401:
+                    raise
+                status = exc.google_status
+            creds = await self._auth.unauthorized(creds)
+        raise AuthError(
+            f"the endpoint rejected a freshly refreshed token from {self._auth.describe()}"
+            f" (401 {status or ''}); check the credential's permissions"
+        )
 
     async def _attempt(self, spec: RequestSpec, creds: AuthHeaders) -> Answer:
         if creds is not self._creds:

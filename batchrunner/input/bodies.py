@@ -8,6 +8,8 @@ nested ``extra_body.google`` key; tools, response formats and unknown parameters
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -222,16 +224,31 @@ def build_requests(
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
-        try:
-            encoded = orjson.dumps(body)
-        except TypeError as exc:
-            raise RowProblem(f"request cannot be encoded as JSON ({exc})") from None
+        encoded = _encode(body)
         specs.append(
             RequestSpec(
                 row.index, row.id, model, encoded, input_tokens, max_output, stream, candidates
             )
         )
     return specs
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """The request body as JSON; past orjson's nesting limit (254), the standard library's."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        if "Recursion limit" not in str(exc):
+            raise RowProblem(f"request cannot be encoded as JSON ({exc})") from None
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except RecursionError:
+        raise RowProblem(
+            f"request nested too deeply to encode as JSON (limit about "
+            f"{sys.getrecursionlimit()} levels)"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise RowProblem(f"request cannot be encoded as JSON ({exc})") from None
 
 
 def requests_for(config: RunConfig, row: InputRow) -> list[RequestSpec]:

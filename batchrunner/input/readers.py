@@ -8,6 +8,9 @@ and never stops at a bad line. Only a missing or unreadable *file* raises.
 from __future__ import annotations
 
 import gzip
+import json
+import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +71,36 @@ class BadRow:
     id: str
     where: str
     problem: str
+
+
+def _loads(line: bytes) -> Any:
+    """One JSON line; past orjson's nesting limit (1024), the standard library parses it."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" not in str(exc) and "Recursion limit" not in str(exc):
+            raise ValueError(f"invalid JSON ({exc})") from None
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise ValueError(
+            f"JSON nested deeper than the parser's limit (about {sys.getrecursionlimit()} levels)"
+        ) from None
+    except ValueError as exc:
+        raise ValueError(f"invalid JSON ({exc})") from None
+
+
+def _leading_id(line: bytes, field: str) -> str | None:
+    """The id of an unparseable line whose object starts with it: ``{"id": "x", ...``."""
+    pattern = rb'^\s*\{\s*"' + re.escape(field.encode()) + rb'"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)'
+    match = re.match(pattern, line)
+    if match is None:
+        return None
+    try:
+        value = json.loads(match.group(1))
+    except ValueError:
+        return None
+    return str(value) if value != "" else None
 
 
 def positional_id(index: int) -> str:
@@ -175,9 +208,10 @@ def _read_jsonl(
                     index += 1
                     continue
                 try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    yield BadRow(index, positional_id(index), where, f"invalid JSON ({exc})")
+                    record = _loads(line)
+                except ValueError as exc:
+                    row_id = _leading_id(line, fields.id) or positional_id(index)
+                    yield BadRow(index, row_id, where, str(exc))
                     index += 1
                     continue
                 yield _make_row(record, index, where, fields)

@@ -231,7 +231,9 @@ class ParquetWriter:
             except OSError as sync_exc:
                 logger.warning("could not sync %s: %s", self._journal.path, sync_exc)
             if unsaved > 0:
-                logger.warning("%s; %d rows will be sent again on resume", exc, unsaved)
+                # How many a rerun sends is read back from disk (the CLI says it): these
+                # rows may be in a journal or a part written before the failure.
+                logger.warning("%s; up to %d rows of the last part may be sent again", exc, unsaved)
             else:
                 logger.warning("%s; its journal keeps the rows for resume", exc)
         finally:
@@ -261,6 +263,7 @@ class ParquetWriter:
     def _commit(self) -> None:
         """Commit the buffer as the next part, then drop the journal that held it."""
         target = part_path(self.path, self._next_seq)
+        logger.debug("committing part %d of %s", self._next_seq, self.path)
         try:
             parts_dir(self.path).mkdir(exist_ok=True)
             write_atomically(target, _parquet_bytes(self._buffered_table()))

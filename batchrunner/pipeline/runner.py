@@ -9,9 +9,9 @@ input's size.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +50,7 @@ from batchrunner.pipeline.producer import READ_CHUNK, Producer
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
 from batchrunner.pipeline.run_control import RunControl
 from batchrunner.pipeline.sender import Sender
+from batchrunner.pipeline.stop_signals import StopSignals
 from batchrunner.pipeline.tiers import flex_unsupported, tier_plan
 from batchrunner.results import RequestSpec, Result
 from batchrunner.stats.pricing import PriceTable
@@ -105,7 +106,7 @@ class Runner:
         prices: PriceTable | None = None,
         retry_policy: RetryPolicy | None = None,
         on_progress: Callable[[Counters], None] | None = None,
-        handle_signals: bool = False,
+        handle_signals: bool | StopSignals = False,
     ) -> None:
         self.config = config
         self._url = url
@@ -122,6 +123,9 @@ class Runner:
         self.stats = RunStats()
         self._control = RunControl()
         self._producer: Producer | None = None
+        # "starting" until requests may flow, "sending", then "finishing" (the final commit
+        # and compaction): what a stop signal can still do depends on it.
+        self._phase = "starting"
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -162,12 +166,29 @@ class Runner:
         ``BatchRunnerError`` subclasses rather than exception groups.
         """
         try:
-            return await self._run_target()
+            if self._handle_signals is False:
+                return await self._run_target()
+            return await self._run_with_signals()
         except BaseExceptionGroup as group:
             first = _first_batchrunner_error(group)
             if first is None:
                 raise
             raise first from None
+
+    async def _run_with_signals(self) -> RunSummary:
+        """Run with SIGINT/SIGTERM handled from the first line to the last rename."""
+        given = self._handle_signals
+        signals = given if isinstance(given, StopSignals) else StopSignals().install()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self._watch_signals, signals)
+                summary = await self._run_target()
+                tg.cancel_scope.cancel()
+            return summary
+        finally:
+            signals.listen(None)
+            if signals is not given:
+                signals.restore()
 
     async def _run_target(self) -> RunSummary:
         if self.config.simulate is not None and self._url is None:
@@ -215,8 +236,8 @@ class Runner:
                     await background.start(self._run_auth, auth)
                     if self._on_progress is not None:
                         background.start_soon(self._report_progress)
-                    if self._handle_signals:
-                        background.start_soon(self._watch_signals)
+                    self._phase = "sending"
+                    logger.debug("sending requests to %s", url)
                     await self._pipeline(sender, state, writer)
                     background.cancel_scope.cancel()
             finally:
@@ -224,6 +245,8 @@ class Runner:
                     await wire.aclose()
             clean = self._control.fatal is None and self._control.stopped is None
         finally:
+            self._phase = "finishing"
+            logger.info("finishing %s", cfg.output)
             with anyio.CancelScope(shield=True):
                 await self._finish_writer(writer, clean)
         budget_spent = self._producer is not None and self._producer.budget_spent
@@ -258,7 +281,7 @@ class Runner:
         try:
             check_identity(cfg.output, run_identity(cfg), restart=cfg.restart)
             # The writer takes the output's lock first, so no other run appends while we read.
-            writer = open_writer(cfg.output, restart=cfg.restart)
+            writer = open_writer(cfg.output, restart=cfg.restart, part_rows=cfg.part_rows)
             try:
                 state = ResumeState() if cfg.restart else load_resume_state(cfg.output)
             except BaseException:
@@ -384,21 +407,58 @@ class Runner:
             self._on_progress(self.counters)
             await anyio.sleep(0.5)
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            count = 0
-            async for signum in signals:
+    async def _watch_signals(
+        self, signals: StopSignals, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """Act on each SIGINT/SIGTERM, including those that arrived before the run started."""
+        loop = asyncio.get_running_loop()
+        send, receive = anyio.create_memory_object_stream[str](16)
+        for name in signals.received:
+            send.send_nowait(name)
+
+        # The handler runs on this thread between bytecodes: hand the signal to the loop.
+        def listener(name: str) -> None:
+            loop.call_soon_threadsafe(send.send_nowait, name)
+
+        signals.listen(listener)
+        task_status.started()
+        count = 0
+        async with anyio.create_task_group() as grace_tasks, receive:
+            async for name in receive:
                 count += 1
-                name = signal.Signals(signum).name
                 if count == 1:
-                    self._control.stop(f"{name} received")
-                    grace = self.config.grace_s
-                    with anyio.move_on_after(grace if math.isfinite(grace) else None):
-                        async for _ in signals:
-                            break
-                if self._control.workers is not None:
-                    self._control.workers.cancel()
-                return
+                    self._first_signal(name, grace_tasks)
+                else:
+                    self._second_signal(name, signals)
+
+    def _first_signal(self, name: str, grace_tasks: anyio.abc.TaskGroup) -> None:
+        if self._phase == "finishing":
+            # The final commit or compaction runs in a thread and is nearly done: finish it.
+            self._control.stop(
+                f"{name} received while finishing {self.config.output}; it was finished"
+            )
+            return
+        self._control.stop(f"{name} received")
+        grace = self.config.grace_s
+        if math.isfinite(grace):
+            grace_tasks.start_soon(self._cancel_after, grace)
+
+    def _second_signal(self, name: str, signals: StopSignals) -> None:
+        if self._phase == "sending":
+            logger.warning("%s received again: abandoning the requests in flight", name)
+            self._cancel_workers()
+        else:
+            # Start-up and the final compaction run in threads that cannot be cancelled.
+            signals.stop_at_once(name)
+
+    async def _cancel_after(self, grace_s: float) -> None:
+        await anyio.sleep(grace_s)
+        logger.warning("grace time of %g s is over: abandoning the requests in flight", grace_s)
+        self._cancel_workers()
+
+    def _cancel_workers(self) -> None:
+        if self._control.workers is not None:
+            self._control.workers.cancel()
 
 
 def _first_batchrunner_error(group: BaseExceptionGroup[Any]) -> BatchRunnerError | None:

@@ -86,6 +86,8 @@ class Sender:
         async def attempt(n: int) -> Answer:
             nonlocal attempts, last_status, usage
             attempts = n
+            # No permit is taken while the token source is down: admission pauses instead.
+            await self._client.credentials_ready()
             permit = await limiter.acquire(spec.model, estimate)
             counters.in_flight += 1
             try:

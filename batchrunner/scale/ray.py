@@ -40,6 +40,7 @@ from batchrunner.output.merge import find_shards, merge_shards
 from batchrunner.output.resume import load_resume_state
 from batchrunner.pipeline.gctune import collect_less_often
 from batchrunner.pipeline.runner import Runner, RunSummary
+from batchrunner.pipeline.stop_signals import StopSignals
 from batchrunner.report.files import read_run_stats
 from batchrunner.stats.run_stats import RunStats
 
@@ -168,6 +169,7 @@ def run_on_ray(
     shards: int | None = None,
     num_cpus: float = 0.5,
     merge: bool = True,
+    signals: StopSignals | None = None,
 ) -> RunSummary:
     """Run ``config``'s job as shards on a Ray Data actor pool of ``workers`` actors.
 
@@ -176,6 +178,11 @@ def run_on_ray(
     shared limiter actor; ``config.concurrency`` is per worker. ``num_cpus`` is what each
     worker reserves (the work is network-bound). With ``merge`` the shard files are merged
     into ``config.output`` once every shard has finished cleanly.
+
+    With ``signals`` (installed by the caller), a SIGINT/SIGTERM to the driver stops the job:
+    Ray is shut down, which ends every worker (the kernel releases their output locks, and a
+    lock file left behind is locked again by the next run), each shard keeps what it
+    committed, and the summary says the job stopped, so a rerun resumes every shard.
     """
     if config.simulate is not None:
         raise ConfigError("--simulate runs in one process; use --base-url with --ray")
@@ -190,16 +197,50 @@ def run_on_ray(
     if started_ray:
         ray.init(address=address, logging_level=logging.WARNING)
     started = time.monotonic()
+    stopped_by: str | None = None
     try:
+        if signals is not None:
+            signals.listen(_interrupt_driver)
+            if signals.first is not None:
+                raise KeyboardInterrupt
         outcomes = _run_plans(config, [(p.index, p.count) for p in plans], workers, num_cpus)
+    except KeyboardInterrupt:
+        if signals is None or signals.first is None:
+            raise
+        stopped_by = signals.first
     finally:
-        if started_ray:
-            ray.shutdown()
+        if signals is not None:
+            signals.listen(None)
+        if started_ray or stopped_by is not None:
+            ray.shutdown()  # ends the workers: what each shard committed stays
     wall = time.monotonic() - started
+    if stopped_by is not None:
+        return _stopped_summary(config, f"{stopped_by} received", wall)
     for outcome in outcomes:
         if outcome.error is not None and not isinstance(outcome.error, AbortError):
             raise outcome.error  # a usage error: the same for every shard
     return _job_summary(config, outcomes, count, merge=merge, wall_s=wall)
+
+
+def _interrupt_driver(name: str) -> None:
+    """The driver waits in Ray's calls: leave them the way Ray expects a stop to come."""
+    raise KeyboardInterrupt(name)
+
+
+def _stopped_summary(config: RunConfig, reason: str, wall_s: float) -> RunSummary:
+    return RunSummary(
+        output=config.output,
+        stats=RunStats().snapshot(wall_s=wall_s),
+        sent=0,
+        written=0,
+        skipped=0,
+        earlier_errors=0,
+        bad_rows=0,
+        duplicates=0,
+        wall_s=wall_s,
+        stopped=f"{reason}; every shard resumes from what it committed",
+        fatal=None,
+    )
 
 
 def _job_summary(

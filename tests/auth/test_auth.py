@@ -794,3 +794,123 @@ async def test_short_lived_tokens_are_renewed_in_the_background_and_no_request_i
         assert len(statuses) > 100
         assert set(statuses) == {200}
         assert sim.statistics().by_status.get(401, 0) == 0
+
+
+# --- outages and refused fresh tokens -------------------------------------------------------
+
+
+class OutageCredentials(FakeCredentials):
+    """A source whose token endpoint refuses connections between two clock times."""
+
+    def __init__(self, clock: FakeClock, lifetime: float, down: tuple[float, float]) -> None:
+        super().__init__(clock, lifetime)
+        self.start = clock()
+        self.down = down
+        self.refused = 0
+
+    def refresh(self, request: object) -> None:
+        elapsed = (self.clock() - self.start).total_seconds()
+        if self.down[0] <= elapsed < self.down[1]:
+            self.calls += 1
+            self.refused += 1
+            raise transport_error("Connection refused")
+        super().refresh(request)
+
+
+@pytest.mark.anyio
+async def test_a_minute_long_token_endpoint_outage_mid_run_is_ridden_out() -> None:
+    clock = FakeClock()
+    # 20-s tokens; the token endpoint refuses connections from t=30 s to t=90 s.
+    creds = OutageCredentials(clock, 20.0, down=(30.0, 90.0))
+    sleep = FakeSleep(clock)
+    authenticator = make_auth(clock, creds, sleep)
+    handed_out: list[tuple[datetime, int]] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(authenticator.run)
+        # A request every (fake) second for five minutes; each gets a token valid right then.
+        for _ in range(300):
+            headers = await authenticator.headers()
+            assert creds.expiry is not None
+            assert clock() < creds.expiry.replace(tzinfo=UTC)
+            handed_out.append((clock(), headers.generation))
+            clock.advance(1.0)
+        tg.cancel_scope.cancel()
+    assert creds.refused >= 5  # it really was down, and retried through the outage
+    assert len(handed_out) == 300
+    outage_end = datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=90)
+    assert any(at >= outage_end for at, _ in handed_out)
+    assert max(sleep.delays) <= refresh_failures.BACKOFF_CAP
+
+
+@pytest.mark.anyio
+async def test_an_outage_longer_than_the_patience_stops_the_run_naming_the_source() -> None:
+    clock = FakeClock()
+    creds = OutageCredentials(clock, 20.0, down=(10.0, 10_000.0))
+    sleep = FakeSleep(clock)
+    authenticator = RefreshingAuthenticator(
+        creds,
+        source="fake credentials",
+        clock=clock,
+        sleep=sleep,
+        request_factory=object,
+        patience_s=120.0,
+    )
+    await authenticator.headers()
+    started = clock()
+    with pytest.raises(AuthError) as caught:
+        await authenticator.run()
+    message = str(caught.value)
+    assert "fake credentials" in message and "--auth-patience" in message
+    assert "120 s" in message
+    # the token stopped being usable at ~19 s; it was retried for the patience after that
+    waited = (clock() - started).total_seconds()
+    assert 120.0 <= waited <= 120.0 + 20.0 + 1.0
+    with pytest.raises(AuthError, match="renew the expired access token"):
+        await authenticator.headers()
+
+
+def test_auth_patience_comes_from_the_flag_or_the_job_file() -> None:
+    from batchrunner.config import build_config
+
+    options = {"input": "in.jsonl", "output": "out.jsonl", "auth": {"patience": 900}}
+    assert build_config(options, env={}).auth.patience_s == 900.0
+    job = {"auth": {"patience": 45}}
+    assert build_config({"input": "i", "output": "o"}, env={}, job=job).auth.patience_s == 45
+    assert build_config({"input": "i", "output": "o"}, env={}).auth.patience_s == 300.0
+    with pytest.raises(ConfigError, match="auth-patience"):
+        build_config({"input": "i", "output": "o", "auth": {"patience": -1}}, env={})
+
+
+@pytest.mark.anyio
+async def test_two_revocations_in_a_row_are_survived_with_a_backoff_before_the_second() -> None:
+    clock = FakeClock()
+    creds = FakeCredentials(clock)
+    sleep = FakeSleep(clock)
+    authenticator = make_auth(clock, creds, sleep)
+    first = await authenticator.headers()
+    clock.advance(600)
+    second = await authenticator.unauthorized(first)  # a revocation: refresh at once
+    assert sleep.delays == []
+    clock.advance(0.07)
+    third = await authenticator.unauthorized(second)  # the fresh token refused too
+    assert third.generation == second.generation + 1 == first.generation + 2
+    assert len(sleep.delays) == 1 and sleep.delays[0] > 0
+    assert await authenticator.headers() is third
+
+
+@pytest.mark.anyio
+async def test_fresh_tokens_refused_again_and_again_stop_the_run_naming_the_source() -> None:
+    clock = FakeClock()
+    creds = FakeCredentials(clock)
+    sleep = FakeSleep(clock)
+    authenticator = make_auth(clock, creds, sleep)
+    used = await authenticator.headers()
+    for _ in range(auth.FRESH_REFUSALS_MAX):
+        used = await authenticator.unauthorized(used)
+    with pytest.raises(AuthError) as caught:
+        await authenticator.unauthorized(used)
+    message = str(caught.value)
+    assert "fake credentials" in message and "freshly refreshed" in message
+    assert SECRET_MARK not in message
+    assert len(sleep.delays) == auth.FRESH_REFUSALS_MAX - 1  # backoff before each retry
+    assert all(0 < d <= refresh_failures.BACKOFF_CAP for d in sleep.delays)

@@ -115,7 +115,22 @@ async def test_401_refreshes_once_and_retries_with_the_new_token() -> None:
     assert auth.refreshes == 1
 
 
-async def test_second_401_is_an_auth_failure_without_the_token_in_the_message() -> None:
+async def test_two_revocations_in_a_row_are_survived_with_a_third_token() -> None:
+    auth = RotatingAuth()
+    tokens: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tokens.append(request.headers["authorization"])
+        if request.headers["authorization"] in ("Bearer tok-0", "Bearer tok-1"):
+            return httpx.Response(401, json={"error": {"code": 401}})
+        return httpx.Response(200, json=GEMINI)
+
+    answer = await _client(handler, auth).send(_spec())
+    assert answer.content == "Canberra."
+    assert tokens == ["Bearer tok-0", "Bearer tok-1", "Bearer tok-2"]
+
+
+async def test_401s_on_every_fresh_token_end_in_an_auth_failure_without_the_token() -> None:
     client = _client(lambda r: httpx.Response(401, json={"error": {"code": 401}}))
     with pytest.raises(AuthError) as info:
         await client.send(_spec())

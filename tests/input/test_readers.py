@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -91,3 +92,45 @@ def test_unusable_input_file_raises_one_clear_error(
         list(read_rows(path))
     assert name in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_row_nested_300_deep_is_read_and_sent_whole(tmp_path: Path) -> None:
+    from batchrunner.config import RequestDefaults
+    from batchrunner.input.bodies import build_requests
+
+    deep = 300
+    params = {"deep": json.loads("[" * deep + "1" + "]" * deep)}
+    path = tmp_path / "in.jsonl"
+    # orjson encodes at most 254 levels: this row's request body needs the standard library
+    path.write_text(json.dumps({"id": "nested-300", "prompt": "hi", "params": params}) + "\n")
+    rows = list(read_rows(path))
+    assert all(isinstance(r, InputRow) for r in rows)
+    assert [r.id for r in rows] == ["nested-300"]
+    first = rows[0]
+    assert isinstance(first, InputRow)
+    specs = build_requests(
+        first,
+        fields=InputFields(),
+        models=("google/gemini-2.5-flash",),
+        default_model="google/gemini-2.5-flash",
+        defaults=RequestDefaults(),
+    )
+    assert json.loads(specs[0].body)["deep"] == params["deep"]
+
+
+def test_an_unparseable_deep_line_keeps_its_leading_id_else_is_named_by_line(
+    tmp_path: Path,
+) -> None:
+    # past both orjson's (1024) and the standard library's (the recursion limit) depth
+    too_deep = "[" * 5000 + "]" * 5000
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"id": "deep-1", "prompt": "x", "meta": ' + too_deep + "}\n"
+        '{"prompt": "x", "meta": ' + too_deep + "}\n"
+    )
+    rows = list(read_rows(path))
+    assert all(isinstance(r, BadRow) for r in rows)
+    bad = [r for r in rows if isinstance(r, BadRow)]
+    assert bad[0].id == "deep-1"
+    assert "nested deeper than the parser's limit" in bad[0].problem
+    assert bad[1].id == "row-1" and bad[1].where == "in.jsonl line 2"
