@@ -231,6 +231,9 @@ class RunConfig:
     prices_path: Path | None = None
     checkpoint_s: float = 2.0
     grace_s: float = 30.0
+    # Memory for the per-row state (ids seen, keys OUTPUT already holds), half each; past
+    # it the keys spill to sorted runs in OUTPUT.index/ and peak RSS stays flat.
+    index_memory_mb: float = 64.0
     # (index, count): this process runs one shard of the input; ``output`` is the shard's own
     # file and the rate limits above are the whole job's (each shard takes 1/count of them)
     shard: tuple[int, int] | None = None
@@ -250,6 +253,8 @@ class RunConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.restart and self.retry_failed:
             raise ConfigError("--restart and --retry-failed cannot be combined")
+        if not self.index_memory_mb > 0:
+            raise ConfigError("index_memory_mb must be positive")
 
 
 # Names a job file may use at its top level, with their RunConfig field.
@@ -281,6 +286,7 @@ _SCALARS: dict[str, str] = {
     "prices": "prices_path",
     "checkpoint_seconds": "checkpoint_s",
     "grace_seconds": "grace_s",
+    "index_memory_mb": "index_memory_mb",
 }
 _TABLES = frozenset({"params", "google", "fields", "simulate", "auth"})
 _LISTS = frozenset({"models", "model"})
@@ -329,6 +335,7 @@ _FLOATS = {
     "tpm",
     "input_tpm",
     "output_tpm",
+    "index_memory_mb",
     "timeout_s",
     "connect_timeout_s",
     "max_row_s",

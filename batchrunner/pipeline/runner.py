@@ -37,6 +37,8 @@ from batchrunner.errors import (
 from batchrunner.input.readers import check_input
 from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
 from batchrunner.limits.seam import share
+from batchrunner.output.keyindex import remove_index_dir
+from batchrunner.output.ondisk import index_dir
 from batchrunner.output.resume import ResumeState, check_identity, load_resume_state, run_identity
 from batchrunner.output.writers import ResultWriter, open_writer
 from batchrunner.pipeline.counters import Counters
@@ -80,6 +82,11 @@ class RunSummary:
         if self.stopped is not None:
             return 3
         return 1 if self.stats.total.errors or self.earlier_errors else 0
+
+
+def index_memory_bytes(config: RunConfig) -> int:
+    """Each of a run's two key indexes (ids seen, keys done) gets half of index_memory_mb."""
+    return max(1, int(config.index_memory_mb * 1024 * 1024 / 2))
 
 
 class Runner:
@@ -211,6 +218,8 @@ class Runner:
                     await wire.aclose()
             clean = self._control.fatal is None and self._control.stopped is None
         finally:
+            state.close()
+            remove_index_dir(index_dir(cfg.output))
             with anyio.CancelScope(shield=True):
                 await self._finish_writer(writer, clean)
         wall = time.monotonic() - started
@@ -236,7 +245,17 @@ class Runner:
             # The writer takes the output's lock first, so no other run appends while we read.
             writer = open_writer(cfg.output, restart=cfg.restart)
             try:
-                state = ResumeState() if cfg.restart else load_resume_state(cfg.output)
+                # A killed run's index is stale: OUTPUT is the source of truth.
+                remove_index_dir(index_dir(cfg.output))
+                state = (
+                    ResumeState()
+                    if cfg.restart
+                    else load_resume_state(
+                        cfg.output,
+                        index_dir=index_dir(cfg.output) / "done",
+                        memory_bytes=index_memory_bytes(cfg),
+                    )
+                )
             except BaseException:
                 writer.abort()
                 raise
@@ -246,7 +265,7 @@ class Runner:
             raise ConfigError(str(exc)) from None
 
     def _earlier_errors(self, state: ResumeState) -> int:
-        return len(state.failed)
+        return state.failed_count
 
     async def _finish_writer(self, writer: ResultWriter, clean: bool) -> None:
         try:
@@ -290,6 +309,8 @@ class Runner:
                         lambda: sender.in_flight_cost,
                         self.counters,
                         self._control,
+                        index_dir=index_dir(self.config.output) / "seen",
+                        index_bytes=index_memory_bytes(self.config),
                     )
                     workers.start_soon(producer.run, specs, results)
                     for _ in range(n_workers):
