@@ -281,6 +281,9 @@ class RunConfig:
     checkpoint_s: float = 2.0
     grace_s: float = 30.0
     part_rows: int = 10_000  # rows per Parquet part while a run writes (job file only)
+    # Memory for the per-row state (ids seen, keys OUTPUT already holds), half each; past
+    # it the keys spill to sorted runs in OUTPUT.index/ and peak RSS stays flat.
+    index_memory_mb: float = 64.0
     # (index, count): this process runs one shard of the input; ``output`` is the shard's own
     # file and the rate limits above are the whole job's (each shard takes 1/count of them)
     shard: tuple[int, int] | None = None
@@ -317,6 +320,8 @@ class RunConfig:
             )
         if self.batch_poll_s <= 0:
             raise ConfigError("batch_poll_seconds must be positive")
+        if not self.index_memory_mb > 0:
+            raise ConfigError("index_memory_mb must be positive")
 
     def tier_of(self, model: str) -> str:
         """The tier requests for ``model`` ask for."""
@@ -362,6 +367,7 @@ _SCALARS: dict[str, str] = {
     "storage_url": "storage_url",
     "batch_poll_seconds": "batch_poll_s",
     "part_rows": "part_rows",
+    "index_memory_mb": "index_memory_mb",
 }
 _TABLES = frozenset({"params", "google", "fields", "simulate", "auth", "tiers"})
 _LISTS = frozenset({"models", "model"})
@@ -410,6 +416,7 @@ _FLOATS = {
     "tpm",
     "input_tpm",
     "output_tpm",
+    "index_memory_mb",
     "timeout_s",
     "connect_timeout_s",
     "max_row_s",

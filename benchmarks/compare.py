@@ -8,7 +8,9 @@ row per input id. Workloads:
   answer (the client is the bottleneck) and against the simulator at zero latency;
 - in-flight: the simulator answering after a fixed delay, 1,000 and 5,000 requests in
   flight, wall time against the ideal N × latency / concurrency;
-- memory: batchrunner's peak RSS at growing input sizes, ``--dry-run`` and a real run.
+- memory: batchrunner's peak RSS at growing input sizes, ``--dry-run``, a real run against a
+  server, and the pipeline over an in-process canned transport at 100k, 1M and 10M rows
+  (``--canned-sizes``; no server, so 10M rows take tens of minutes rather than hours).
 
     python benchmarks/compare.py [--quick] [--n N] [--concurrency C]
         [--workloads overhead,inflight,memory] [--servers nginx,sim] [--tools a,b] [--no-install]
@@ -76,6 +78,8 @@ QUICK_TOOLS = ("batchrunner", "aiohttp", "openai")
 DESCRIPTIONS = {
     "batchrunner": "batchrunner CLI (`run … --no-adapt --progress off`): the full pipeline",
     "batchrunner-dry-run": "batchrunner CLI `run --dry-run`",
+    "batchrunner-canned": "batchrunner's Runner over an httpx.MockTransport returning the "
+    "canned answer (no sockets)",
     "aiohttp": "bare asyncio + semaphore over aiohttp (the floor)",
     "aiohttp-stdloop": "the same on the stdlib event loop instead of uvloop",
     "aiohttp-gc": "the same with the garbage-collector thresholds batchrunner's CLI sets",
@@ -146,13 +150,14 @@ def run_tool(m: Measurement, source: Path, url: str, plan: Plan, workdir: Path) 
     argv += ["--url", url, "--concurrency", str(m.concurrency)]
     argv += ["--max-tokens", str(plan.max_tokens)]
     label = f"{m.workload}/{m.server} {m.tool} n={m.n:,} c={m.concurrency:,}"
+    timeout = max(plan.timeout_s, m.n / 1_000)  # 10M rows are allowed their hours
     print(f"… {label}", file=sys.stderr, flush=True)
     try:
         done = subprocess.run(
-            argv, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=plan.timeout_s
+            argv, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired:
-        m.note = f"did not finish within {plan.timeout_s:g} s"
+        m.note = f"did not finish within {timeout:g} s"
         return m
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
@@ -344,6 +349,7 @@ class Plan:
     inflight_waves: int
     dry_sizes: tuple[int, ...]
     run_sizes: tuple[int, ...]
+    canned_sizes: tuple[int, ...]
     install: bool
     timeout_s: float
     repeat: int = 1
@@ -372,6 +378,9 @@ def build_plan(args: argparse.Namespace) -> Plan:
         inflight_waves=2 if quick else 3,
         dry_sizes=(10_000, 50_000) if quick else (10_000, 100_000, 1_000_000),
         run_sizes=(500, 1_500) if quick else (10_000, 100_000, args.memory_n),
+        canned_sizes=(2_000,)
+        if quick
+        else tuple(int(x) for x in args.canned_sizes.split(",") if x),
         install=not args.no_install,
         timeout_s=args.tool_timeout,
         repeat=max(1, args.repeat),
@@ -441,6 +450,13 @@ def memory(plan: Plan, workdir: Path, notes: list[str]) -> list[Measurement]:
         source = make_input(workdir / f"in-{n}.parquet", n)
         m = Measurement("memory", "none", "batchrunner-dry-run", n, plan.concurrency)
         ms.append(run_tool(m, source, "http://127.0.0.1:9", plan, workdir))
+    for n in plan.canned_sizes:
+        source = make_input(workdir / f"in-{n}.parquet", n)
+        m = Measurement("memory", "canned", "batchrunner-canned", n, plan.concurrency)
+        ms.append(run_tool(m, source, "http://canned.invalid/v1", plan, workdir))
+        source.unlink()
+    if not {"nginx", "sim"} & set(plan.servers):
+        return ms
     server = "nginx" if "nginx" in plan.servers else "simulator"
     try:
         with serve(server, plan) as url:
@@ -462,6 +478,11 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--latency", type=float, default=2.0, help="in-flight workload delay")
     parser.add_argument("--memory-n", type=int, default=200_000, help="largest real-run size")
+    parser.add_argument(
+        "--canned-sizes",
+        default="100000,1000000,10000000",
+        help="memory workload: rows for the in-process canned transport runs",
+    )
     parser.add_argument("--workloads", default="overhead,inflight,memory")
     parser.add_argument("--servers", default="nginx,sim", help="for the overhead workload")
     parser.add_argument(
@@ -535,7 +556,7 @@ def main() -> int:
         "Tools:",
         *(
             f"- `{t}`: {DESCRIPTIONS[t]}"
-            for t in (*plan.tools, "batchrunner-dry-run")
+            for t in (*plan.tools, "batchrunner-dry-run", "batchrunner-canned")
             if t in DESCRIPTIONS
         ),
     ]

@@ -32,6 +32,7 @@ Send = Callable[[str, str], Awaitable[Row]]
 TOOLS = (
     "batchrunner",
     "batchrunner-dry-run",
+    "batchrunner-canned",
     "aiohttp",
     "aiohttp-stdloop",
     "aiohttp-gc",
@@ -442,6 +443,50 @@ def run_batchrunner(job: Job, *, dry_run: bool) -> int:
     return status
 
 
+def run_batchrunner_canned(job: Job) -> int:
+    """The library's pipeline over an in-process canned transport: no server, no sockets.
+
+    Every request gets the nginx benchmark's canned answer from an ``httpx.MockTransport``
+    (the Runner's ``transport=`` seam), so a 10M-row run measures the client alone, in
+    minutes rather than hours.
+    """
+    import httpx
+    import uvloop
+
+    from batchrunner.auth.tokens import StaticAuthenticator
+    from batchrunner.config import RequestDefaults, RunConfig, Secret
+    from batchrunner.pipeline.gctune import collect_less_often
+    from batchrunner.pipeline.runner import Runner
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import CANNED_COMPLETION
+
+    body = json.dumps(CANNED_COMPLETION).encode()
+    headers = {"content-type": "application/json"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers=headers)
+
+    config = RunConfig(
+        input=job.input,
+        output=job.output,
+        models=(job.model,),
+        concurrency=job.concurrency,
+        adaptive=False,
+        restart=True,
+        request=RequestDefaults(params={"max_tokens": job.max_tokens}),
+    )
+    runner = Runner(
+        config,
+        url=job.base_url,
+        authenticator=StaticAuthenticator(Secret("canned-benchmark-token")),
+        transport=httpx.MockTransport(answer),
+    )
+    collect_less_often()
+    summary = uvloop.run(runner.run())
+    return summary.exit_status
+
+
 def preload(tool: str) -> None:
     """Import what the tool needs before the clock starts: imports are not the run."""
     if tool.startswith("batchrunner"):
@@ -521,7 +566,9 @@ def main() -> None:
     before = cpu_times()
     started = time.perf_counter()
     exit_status = 0
-    if args.tool.startswith("batchrunner"):
+    if args.tool == "batchrunner-canned":
+        exit_status = run_batchrunner_canned(job)
+    elif args.tool.startswith("batchrunner"):
         exit_status = run_batchrunner(job, dry_run=args.tool == "batchrunner-dry-run")
     elif args.tool == "curator":
         run_curator(job)

@@ -15,6 +15,9 @@ The writers in ``batchrunner.output.writers`` leave::
                                atomically before the run waits (``batchrunner.batch.state``)
     OUTPUT.batch/              the batch route: each file's [id, row] pairs, and a file being
                                built before its upload
+    OUTPUT.index/done/, seen/  only past ``index_memory_mb``: sorted int64 runs of the keys
+                               OUTPUT held at the start and of the ids read so far; removed
+                               when the run ends, rebuilt from OUTPUT on resume
 
 A compacted Parquet OUTPUT records in its metadata the highest part number it includes
 (``batchrunner.parts_through``), so parts left behind by a compaction that was killed between
@@ -92,6 +95,10 @@ def parts_dir(path: Path) -> Path:
 
 def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
+
+
+def index_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".index")
 
 
 def manifest_path(path: Path) -> Path:

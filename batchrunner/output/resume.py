@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from batchrunner.errors import RESTART_ADVICE, ConfigError
 from batchrunner.output.durable import ensure_parent, output_error, write_atomically
+from batchrunner.output.keyindex import DEFAULT_MEMORY_BYTES, KeyIndex, remove_index_dir
 from batchrunner.output.ondisk import (
     KEY_COLUMNS,
     Entry,
@@ -52,16 +53,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ResumeState:
-    """What OUTPUT already holds, as ``key_of(id, model)`` ints.
+    """What OUTPUT already holds, as ``key_of(id, model)`` keys in a ``KeyIndex``.
 
-    ``done`` holds every key that has a result; its last result is final unless it is an
-    error and failed rows are being retried. ``failed`` (a subset of ``done``) holds the
-    keys whose last result is an error. Memory: a Python set entry per key, roughly 60-70
-    bytes per (id, model) already written (10 M rows ≈ 0.7 GB).
+    Every key that has a result is done; its last result is final unless it is an error
+    (the key's mark) and failed rows are being retried. Memory: 8 bytes per (id, model)
+    written, up to the index's bound; past it, sorted runs in ``OUTPUT.index/`` probed with
+    one read each. ``close()`` drops them.
     """
 
-    done: frozenset[int] | set[int] = field(default_factory=frozenset)
-    failed: frozenset[int] | set[int] = field(default_factory=frozenset)
+    index: KeyIndex | None = None
+    done_count: int = 0  # distinct (id, model) pairs with a result
+    failed_count: int = 0  # of which the last result is an error
     rows_found: int = 0  # readable rows, counting a resent row each time it appears
     torn: int = 0  # torn or unreadable lines, half-written or unreadable parts skipped
     spent_usd: float = 0.0  # the sum of cost_usd over every row read: the job's spend so far
@@ -69,26 +71,37 @@ class ResumeState:
 
     def is_done(self, id: str, model: str, *, retry_failed: bool) -> bool:
         """True when (id, model) must not be sent again."""
-        if not self.done:  # a fresh run: skip hashing every row
+        if not self.done_count:  # a fresh run: skip hashing every row
             return False
         return self.is_key_done(key_of(id, model), retry_failed=retry_failed)
 
     def is_key_done(self, key: int, *, retry_failed: bool) -> bool:
-        if key not in self.done:
+        if self.index is None:
             return False
-        return not (retry_failed and key in self.failed)
+        mark = self.index.get(key)
+        if mark is None:
+            return False
+        return not (retry_failed and mark)
+
+    def is_failed(self, id: str, model: str) -> bool:
+        """True when the last result OUTPUT holds for (id, model) is an error."""
+        return self.index is not None and self.index.get(key_of(id, model)) == 1
 
     def count_done(self, *, retry_failed: bool) -> int:
         """How many (id, model) pairs will be skipped."""
-        return len(self.done) - (len(self.failed) if retry_failed else 0)
+        return self.done_count - (self.failed_count if retry_failed else 0)
+
+    def close(self) -> None:
+        """Drop the index's files, if it spilled any."""
+        if self.index is not None:
+            self.index.close()
 
 
 class _Collector:
-    __slots__ = ("done", "failed", "rows", "spent")
+    __slots__ = ("index", "rows", "spent")
 
-    def __init__(self) -> None:
-        self.done: set[int] = set()
-        self.failed: set[int] = set()
+    def __init__(self, index: KeyIndex) -> None:
+        self.index = index
         self.rows = 0
         self.spent = 0.0
 
@@ -96,15 +109,19 @@ class _Collector:
         self.rows += 1
         if entry.cost is not None:
             self.spent += entry.cost
-        self.done.add(entry.key)
-        if entry.status == "error":
-            self.failed.add(entry.key)
-        else:
-            self.failed.discard(entry.key)
+        self.index.put(entry.key, entry.status == "error")
 
 
-def load_resume_state(path: str | os.PathLike[str]) -> ResumeState:
+def load_resume_state(
+    path: str | os.PathLike[str],
+    *,
+    index_dir: Path | None = None,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+) -> ResumeState:
     """Read OUTPUT (and, for Parquet, its uncompacted parts and journals) into a ResumeState.
+
+    The keys are held in at most ``memory_bytes``, spilling to ``index_dir`` (emptied first:
+    OUTPUT is the source of truth) past it; without ``index_dir`` they stay in memory.
 
     Streams the files (a journal holds at most one part's rows); a missing OUTPUT gives an
     empty state. ``spent_usd`` sums the rows' ``cost_usd``: what earlier runs into OUTPUT
@@ -114,17 +131,31 @@ def load_resume_state(path: str | os.PathLike[str]) -> ResumeState:
     """
     out = Path(path)
     fmt = output_format(out)
-    collector = _Collector()
+    if index_dir is not None:
+        remove_index_dir(index_dir)
+    index = KeyIndex(index_dir, memory_bytes=memory_bytes)
+    collector = _Collector(index)
     try:
-        torn = _load_jsonl(out, collector) if fmt == "jsonl" else _load_parquet(out, collector)
-    except OSError as exc:
-        raise output_error("read", out, exc) from exc
+        try:
+            torn = _load_jsonl(out, collector) if fmt == "jsonl" else _load_parquet(out, collector)
+            index.compact()  # each key once, in one run: exact counts and one probe per row
+        except OSError as exc:
+            raise output_error("read", out, exc) from exc
+    except BaseException:
+        index.close()
+        raise
     if torn:
         logger.warning(
             "%s: skipped %d torn or unreadable entries; their rows will be resent", out, torn
         )
     return ResumeState(
-        collector.done, collector.failed, collector.rows, torn, collector.spent, _budget_spent(out)
+        index,
+        index.stored(),
+        index.count_marked(),
+        collector.rows,
+        torn,
+        collector.spent,
+        _budget_spent(out),
     )
 
 

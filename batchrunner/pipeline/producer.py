@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from itertools import islice
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -20,6 +21,7 @@ from batchrunner.input.bodies import RowProblem, requests_for, row_models
 from batchrunner.input.readers import BadRow, InputRow
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.idset import IdSet
+from batchrunner.output.keyindex import DEFAULT_MEMORY_BYTES
 from batchrunner.output.ondisk import key_of
 from batchrunner.output.resume import ResumeState
 from batchrunner.pipeline.counters import Counters
@@ -54,8 +56,16 @@ class Producer:
         in_flight_cost: Callable[[], float],
         counters: Counters,
         admission: Admission,
+        *,
+        index_dir: Path | None = None,
+        index_bytes: int = DEFAULT_MEMORY_BYTES,
     ) -> None:
-        """``in_flight_cost`` tells what the requests in flight may still cost (``--max-cost``)."""
+        """``in_flight_cost`` tells what the requests in flight may still cost (``--max-cost``).
+
+        The ids seen spill to ``index_dir`` past ``index_bytes`` (never, without one).
+        """
+        self._index_dir = index_dir
+        self._index_bytes = index_bytes
         self.config = config
         self.counters = counters
         self._state = state
@@ -69,7 +79,8 @@ class Producer:
         state = self._state
         # Only this process's shard of the input, when it runs one (all of it otherwise).
         rows: Iterator[InputRow | BadRow] = read_shard_rows(cfg.input, cfg.fields, cfg.shard)
-        seen = IdSet()  # 8 bytes per input row: the only per-row state of a run
+        # 8 bytes per input row up to the bound, then sorted runs on disk beside OUTPUT.
+        seen = IdSet(self._index_dir, memory_bytes=self._index_bytes)
         counters = self.counters
         try:
             while self._control.stopped is None:
@@ -109,6 +120,7 @@ class Producer:
                         return
         finally:
             specs.close()
+            seen.close()
 
     async def _reject(
         self, row: InputRow | BadRow, problem: str, results: ResultBuffer[Result]

@@ -37,6 +37,8 @@ from batchrunner.errors import (
 from batchrunner.input.readers import check_input
 from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
 from batchrunner.limits.seam import share
+from batchrunner.output.keyindex import remove_index_dir
+from batchrunner.output.ondisk import index_dir
 from batchrunner.output.resume import (
     ResumeState,
     check_identity,
@@ -90,6 +92,11 @@ class RunSummary:
         if self.stopped is not None:
             return 3
         return 1 if self.stats.total.errors or self.earlier_errors else 0
+
+
+def index_memory_bytes(config: RunConfig) -> int:
+    """Each of a run's two key indexes (ids seen, keys done) gets half of index_memory_mb."""
+    return max(1, int(config.index_memory_mb * 1024 * 1024 / 2))
 
 
 class Runner:
@@ -247,6 +254,8 @@ class Runner:
         finally:
             self._phase = "finishing"
             logger.info("finishing %s", cfg.output)
+            state.close()
+            remove_index_dir(index_dir(cfg.output))
             with anyio.CancelScope(shield=True):
                 await self._finish_writer(writer, clean)
         budget_spent = self._producer is not None and self._producer.budget_spent
@@ -283,7 +292,17 @@ class Runner:
             # The writer takes the output's lock first, so no other run appends while we read.
             writer = open_writer(cfg.output, restart=cfg.restart, part_rows=cfg.part_rows)
             try:
-                state = ResumeState() if cfg.restart else load_resume_state(cfg.output)
+                # A killed run's index is stale: OUTPUT is the source of truth.
+                remove_index_dir(index_dir(cfg.output))
+                state = (
+                    ResumeState()
+                    if cfg.restart
+                    else load_resume_state(
+                        cfg.output,
+                        index_dir=index_dir(cfg.output) / "done",
+                        memory_bytes=index_memory_bytes(cfg),
+                    )
+                )
             except BaseException:
                 writer.abort()
                 raise
@@ -293,7 +312,7 @@ class Runner:
             raise ConfigError(str(exc)) from None
 
     def _earlier_errors(self, state: ResumeState) -> int:
-        return len(state.failed)
+        return state.failed_count
 
     async def _finish_writer(self, writer: ResultWriter, clean: bool) -> None:
         try:
@@ -337,6 +356,8 @@ class Runner:
                         lambda: sender.in_flight_cost,
                         self.counters,
                         self._control,
+                        index_dir=index_dir(self.config.output) / "seen",
+                        index_bytes=index_memory_bytes(self.config),
                     )
                     workers.start_soon(producer.run, specs, results)
                     for _ in range(n_workers):

@@ -143,7 +143,11 @@ class ShardRunner:
 
 def _requests_done(output: Path, retry_failed: bool) -> int:
     """Requests a shard's output already holds as final (none for a shard not yet started)."""
-    return load_resume_state(output).count_done(retry_failed=retry_failed)
+    state = load_resume_state(output)
+    try:
+        return state.count_done(retry_failed=retry_failed)
+    finally:
+        state.close()
 
 
 def _shard_count(config: RunConfig, shards: int | None, workers: int) -> int:

@@ -129,3 +129,32 @@ def test_sigterm_finishes_in_flight_rows_and_says_how_to_resume(
     rows = read_rows(out)
     assert sorted(r["id"] for r in rows) == sorted(f"r{i}" for i in range(N_ROWS))
     assert answered(sim) == N_ROWS
+
+
+def test_sigkill_then_resume_with_a_spilled_index_gives_each_row_once(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    inp = write_input(tmp_path / "in.jsonl")
+    out = tmp_path / "out.parquet"
+    job = tmp_path / "job.toml"
+    job.write_text("index_memory_mb = 0.004\n")  # 2 KiB per index: spills every few hundred
+    rng = random.Random(11)
+    kills = 0
+    for _ in range(3):
+        proc = start(sim, inp, out, "--config", str(job))
+        time.sleep(rng.uniform(0.6, 1.4))  # a real process killed at a random moment
+        if proc.poll() is not None:
+            proc.communicate()
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+        kills += 1
+    final = start(sim, inp, out, "--config", str(job))
+    _, stderr = final.communicate(timeout=120)
+    assert final.returncode == 0, stderr
+    assert kills >= 1
+    per_id = Counter(r["id"] for r in read_rows(out))
+    assert set(per_id) == {f"r{i}" for i in range(N_ROWS)}
+    assert max(per_id.values()) == 1
+    assert answered(sim) - N_ROWS <= kills * MAX_RESENT_PER_KILL
+    assert not (tmp_path / "out.parquet.index").exists()

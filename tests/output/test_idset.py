@@ -6,8 +6,9 @@ import tracemalloc
 
 import pytest
 
-from batchrunner.output import idset
-from batchrunner.output.idset import RECENT_MAX, IdSet
+from batchrunner.output import keyindex as idset
+from batchrunner.output.idset import IdSet
+from batchrunner.output.keyindex import RECENT_MAX
 
 
 def test_membership_matches_a_python_set_across_many_merges() -> None:
