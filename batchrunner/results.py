@@ -32,6 +32,7 @@ class RequestSpec(NamedTuple):
     input_tokens: int  # estimated from the text
     max_output_tokens: int | None  # the request's own cap, when it sets one
     stream: bool
+    response_format: Any = None  # the request's own response_format, when it asks for JSON
 
 
 class Usage(NamedTuple):
@@ -83,6 +84,8 @@ class Result:
     traffic_type: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    parsed: str | None = None  # a JSON answer, parsed and re-encoded compactly
+    valid: bool | None = None  # whether the answer is the JSON (and schema) the request asked
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in RESULT_FIELDS}
@@ -120,6 +123,8 @@ RESULT_SCHEMA = pa.schema(
         pa.field("traffic_type", pa.string()),
         pa.field("started_at", _TS),
         pa.field("finished_at", _TS),
+        pa.field("parsed", pa.string()),
+        pa.field("valid", pa.bool_()),
     ]
 )
 

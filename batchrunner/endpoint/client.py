@@ -39,6 +39,8 @@ class Answer:
     ttfo_s: float | None = None  # first output (non-reasoning) token
     itl_s: float | None = None  # mean gap between token-bearing chunks after the first
     chunks: int = 0
+    token_chunks: int = 0  # chunks that carried tokens (text, reasoning or tool calls)
+    generating_s: float | None = None  # first token-bearing chunk to the last (streaming)
 
 
 def _message_parts(message: Mapping[str, Any]) -> tuple[str | None, str | None]:
@@ -262,4 +264,10 @@ class ChatClient:
             ttfo_s=None if state.first_output is None else state.first_output - started,
             itl_s=itl,
             chunks=state.chunks,
+            token_chunks=state.token_chunks,
+            generating_s=(
+                state.last_token - state.first_any
+                if state.first_any is not None and state.last_token is not None
+                else None
+            ),
         )

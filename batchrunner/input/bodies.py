@@ -201,6 +201,12 @@ def build_requests(
     input_tokens = estimate_text_tokens(messages)
     cap = params.get("max_completion_tokens", params.get("max_tokens"))
     max_output = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
+    wanted = params.get("response_format")
+    json_format = (
+        wanted
+        if isinstance(wanted, dict) and wanted.get("type") in ("json_object", "json_schema")
+        else None
+    )
     specs = []
     for model in row_models(row, fields, models, default_model):
         body: dict[str, Any] = {"model": model, "messages": messages, **params}
@@ -217,7 +223,9 @@ def build_requests(
         except TypeError as exc:
             raise RowProblem(f"request cannot be encoded as JSON ({exc})") from None
         specs.append(
-            RequestSpec(row.index, row.id, model, encoded, input_tokens, max_output, stream)
+            RequestSpec(
+                row.index, row.id, model, encoded, input_tokens, max_output, stream, json_format
+            )
         )
     return specs
 

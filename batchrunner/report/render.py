@@ -25,9 +25,10 @@ def _text_table(section: Section) -> str:
     table = [section.header, *section.rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(section.header))]
     lines = [section.title, "=" * len(section.title)]
+    left = 1 if section.title != "Errors" else len(section.header)  # text columns align left
     for n, row in enumerate(table):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        cells = [c.ljust(w) for c, w in zip(row[:left], widths[:left], strict=True)] + [
+            c.rjust(w) for c, w in zip(row[left:], widths[left:], strict=True)
         ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
