@@ -23,7 +23,7 @@ def test_quickstart_has_exactly_two_shell_blocks() -> None:
 
 
 def test_output_table_lists_every_result_column_in_order() -> None:
-    rows = re.findall(r"^\| (\w+) \| (?:string|int|float|timestamp) \|", _section("Output"), re.M)
+    rows = re.findall(r"^\| (\w+) \| (?:string|int|float|bool|timestamp) \|", _section("Output"), re.M)
     assert tuple(rows) == RESULT_FIELDS
 
 

@@ -6,21 +6,39 @@ import argparse
 import sys
 from typing import Any
 
+from batchrunner.cli.teach import epilog
 from batchrunner.errors import ConfigError
 
 __all__ = ["add_simulate", "cmd_simulate"]
 
 
 def add_simulate(sub: Any) -> None:
-    p = sub.add_parser("simulate", help="serve the Vertex simulator until interrupted")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p = sub.add_parser(
+        "simulate",
+        help="serve the Vertex simulator until interrupted",
+        description="Serve a local stand-in for Vertex AI (URLs, auth, quotas, streaming, "
+        "faults) and print its base URL.",
+        epilog=epilog(
+            "batchrunner simulate --port 8080 --no-auth",
+            "batchrunner simulate --credentials-out /tmp/sa.json --rpm-quota 600",
+            "batchrunner simulate --latency realistic --fault 503=0.05 --request-log log.jsonl",
+            codes="exit status: 0 stopped by Ctrl-C · 2 bad flags",
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (8080; 0: any)")
     p.add_argument(
         "--credentials-out",
         metavar="PATH",
         help="write a service-account key file whose token_uri is this simulator",
     )
-    p.add_argument("--token-ttl", type=float, default=3600.0, metavar="SECONDS")
+    p.add_argument(
+        "--token-ttl",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="lifetime of issued access tokens (3600)",
+    )
     p.add_argument(
         "--static-token",
         action="append",
@@ -29,15 +47,17 @@ def add_simulate(sub: Any) -> None:
         help="a bearer token that is always accepted",
     )
     p.add_argument("--no-auth", action="store_true", help="accept requests without a token")
-    p.add_argument("--rpm-quota", type=int, metavar="N")
-    p.add_argument("--tpm-quota", type=int, metavar="N")
+    p.add_argument("--rpm-quota", type=int, metavar="N", help="requests per minute per model")
+    p.add_argument("--tpm-quota", type=int, metavar="N", help="tokens per minute per model")
     p.add_argument(
         "--dsq-capacity",
         type=int,
         metavar="N",
         help="Gemini shared pool: in-flight requests before 429s start",
     )
-    p.add_argument("--error-rate", type=float, default=0.0, metavar="F")
+    p.add_argument(
+        "--error-rate", type=float, default=0.0, metavar="F", help="share of 5xx answers (0)"
+    )
     p.add_argument(
         "--fault",
         action="append",
@@ -56,8 +76,13 @@ def add_simulate(sub: Any) -> None:
         action="store_true",
         help="plain {error: ...} envelopes instead of Vertex's array form",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--latency", choices=["zero", "fast", "realistic"], default="realistic")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every choice (0)")
+    p.add_argument(
+        "--latency",
+        choices=["zero", "fast", "realistic"],
+        default="realistic",
+        help="timing model: realistic (default, with 429s, blocks and rare faults), fast, zero",
+    )
     p.add_argument(
         "--request-log",
         metavar="PATH",

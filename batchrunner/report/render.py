@@ -6,6 +6,7 @@ the tables of ``batchrunner.report.sections``; HTML comes from ``batchrunner.rep
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ def render(snapshot: StatsSnapshot, fmt: str = "text") -> str:
     raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def render_summary(snapshot: StatsSnapshot) -> str:
+def render_summary(snapshot: StatsSnapshot, *, title: str = "Run summary") -> str:
     """The short end-of-run summary, drawn like the text report."""
-    return "\n\n".join(_text_table(s) for s in sections(snapshot, summary=True)) + "\n"
+    tables = sections(snapshot, summary=True)
+    tables[0] = dataclasses.replace(tables[0], title=title)
+    return "\n\n".join(_text_table(s) for s in tables) + "\n"
