@@ -207,6 +207,32 @@ def tier_headers(tier: str, provisioned: str) -> dict[str, str]:
     return headers
 
 
+#: Answers ``--fail-on`` can turn into ``error`` rows; ``empty`` is the default.
+FAIL_ON_KINDS: Final = ("length", "content_filter", "empty", "invalid-json")
+DEFAULT_FAIL_ON: Final = frozenset({"empty"})
+
+
+def parse_fail_on(value: object) -> frozenset[str]:
+    """``"length,empty"`` (or a list of names) as a set; ``none`` or ``""`` for no checks."""
+    if isinstance(value, str):
+        names = [n.strip() for n in value.split(",") if n.strip()]
+    elif isinstance(value, list | tuple | frozenset | set) and all(
+        isinstance(n, str) for n in value
+    ):
+        names = [n.strip() for n in value]
+    else:
+        raise ConfigError(f"fail_on must be a comma-separated string or a list, got {value!r}")
+    names = [n.replace("_", "-") if n == "invalid_json" else n for n in names]
+    if names == ["none"]:
+        return frozenset()
+    unknown = [n for n in names if n not in FAIL_ON_KINDS]
+    if unknown:
+        raise ConfigError(
+            f"fail_on: unknown kind {unknown[0]!r}; choose from {', '.join(FAIL_ON_KINDS)} or none"
+        )
+    return frozenset(names)
+
+
 @dataclass(frozen=True, slots=True)
 class SimulateOptions:
     """Knobs of the built-in simulator used by ``--simulate``."""
@@ -271,6 +297,8 @@ class RunConfig:
     tier: str = "standard"
     model_tiers: Mapping[str, str] = field(default_factory=dict)
     provisioned: str = "auto"
+    # which 200 answers count as errors (--fail-on)
+    fail_on: frozenset[str] = DEFAULT_FAIL_ON
     # output
     restart: bool = False
     retry_failed: bool = False
@@ -372,6 +400,79 @@ _SCALARS: dict[str, str] = {
 _TABLES = frozenset({"params", "google", "fields", "simulate", "auth", "tiers"})
 _LISTS = frozenset({"models", "model"})
 _REQUEST = frozenset({"system", "stream"})
+_OTHER = frozenset({"fail_on"})
+
+
+# What each job-file value must be: checked on reading, so `stream = "false"` is an error
+# naming the key rather than a truthy string that turns streaming on.
+_STR, _INT, _NUM, _BOOL, _TABLE = "a string", "an integer", "a number", "true or false", "a table"
+_STRS = "a string or a list of strings"
+_JOB_TYPES: dict[str, str] = {
+    **{k: _STR for k in ("input", "output", "default_model", "project", "location")},
+    **{k: _STR for k in ("endpoint_id", "api_version", "base_url", "summary", "prices", "system")},
+    **{k: _INT for k in ("concurrency", "max_attempts")},
+    **{k: _NUM for k in ("rpm", "tpm", "input_tpm", "output_tpm", "timeout", "connect_timeout")},
+    **{k: _NUM for k in ("max_row_seconds", "max_cost", "checkpoint_seconds", "grace_seconds")},
+    **{k: _BOOL for k in ("adaptive", "restart", "retry_failed", "ordered", "dry_run", "stream")},
+    **{k: _STRS for k in ("models", "model", "fail_on")},
+    **{k: _STR for k in ("tier", "provisioned", "via", "staging", "storage_url")},
+    **{k: _NUM for k in ("batch_poll_seconds", "index_memory_mb")},
+    "keep_staging": _BOOL,
+    "part_rows": _INT,
+    **{k: _TABLE for k in _TABLES},
+    "params.max_tokens": _INT,
+    "params.max_completion_tokens": _INT,
+    "params.n": _INT,
+    "params.seed": _INT,
+    "params.temperature": _NUM,
+    "params.top_p": _NUM,
+    "params.presence_penalty": _NUM,
+    "params.frequency_penalty": _NUM,
+    "params.reasoning_effort": _STR,
+    "params.response_format": _TABLE,
+    "params.stream": _BOOL,
+    "simulate.latency": _STR,
+    "simulate.seed": _INT,
+    "simulate.error_rate": _NUM,
+    "simulate.rpm_quota": _INT,
+    "simulate.tpm_quota": _INT,
+    "simulate.token_ttl": _NUM,
+    **{f"auth.{k}": _STR for k in ("mode", "credentials_file", "impersonate_service_account")},
+    "auth.quota_project": _STR,
+    "auth.scopes": _STRS,
+}
+_TOML_KIND = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _is(value: object, expected: str) -> bool:
+    if expected == _STR:
+        return isinstance(value, str)
+    if expected == _INT:
+        return type(value) is int
+    if expected == _NUM:
+        return type(value) in (int, float)
+    if expected == _BOOL:
+        return type(value) is bool
+    if expected == _TABLE:
+        return isinstance(value, dict)
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    )
+
+
+def _check_job_types(p: Path, data: Mapping[str, Any]) -> None:
+    """One line naming the key, what it must be and what it is, for the first wrong value."""
+    items: list[tuple[str, object]] = list(data.items())
+    for table in ("params", "simulate", "auth", "fields"):
+        if isinstance(data.get(table), dict):
+            items += [(f"{table}.{k}", v) for k, v in data[table].items()]
+    for key, value in items:
+        expected = _STR if key.startswith("fields.") else _JOB_TYPES.get(key)
+        if expected is None or _is(value, expected):
+            continue
+        kind = _TOML_KIND.get(type(value), "a table" if isinstance(value, dict) else "a list")
+        shown = f"{value!r} ({kind})" if not isinstance(value, dict | list) else kind
+        raise ConfigError(f"{p}: {key} must be {expected}, got {shown}")
 
 
 def load_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -385,13 +486,14 @@ def load_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{p}: cannot read job file ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML ({exc})") from None
-    allowed = set(_SCALARS) | _TABLES | _LISTS | _REQUEST
+    allowed = set(_SCALARS) | _TABLES | _LISTS | _REQUEST | _OTHER
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"{p}: unknown job-file key(s): {', '.join(unknown)}")
     for key in _TABLES:
         if key in data and not isinstance(data[key], dict):
             raise ConfigError(f"{p}: [{key}] must be a table")
+    _check_job_types(p, data)
     if "model" in data:
         data.setdefault("models", data.pop("model"))
     if isinstance(data.get("models"), str):
@@ -479,6 +581,8 @@ def build_config(
         values["output"] = shard_path(values["output"], *shard)
         if "summary_path" in values:
             values["summary_path"] = shard_path(values["summary_path"], *shard)
+    if merged.get("fail_on") is not None:
+        values["fail_on"] = parse_fail_on(merged["fail_on"])
     values["fields"] = _fields(merged.get("fields") or {})
     tiers = merged.get("tiers") or {}
     if not all(isinstance(m, str) and isinstance(t, str) for m, t in tiers.items()):

@@ -27,6 +27,12 @@ RETRY_AFTER_CAP_S: Final = 900.0
 RESTART_ADVICE: Final = "rerun with --restart to start over, or choose another -o"
 """What to do about an OUTPUT this run cannot resume."""
 
+ANSWER_ERRORS: Final = frozenset({"length", "content_filter", "empty", "invalid_json"})
+"""Error types of rows that got a 200 answer which ``--fail-on`` refused; they keep usage."""
+
+EMPTY_TRUNCATED_ADVICE: Final = "raise max_tokens or lower reasoning_effort"
+"""What to do about answers left empty because the token limit ran out (thinking ate it)."""
+
 
 def backoff(
     attempt: int,

@@ -33,6 +33,7 @@ class RequestSpec(NamedTuple):
     max_output_tokens: int | None  # the request's own cap, when it sets one
     stream: bool
     candidates: int = 1  # the request's ``n``: how many candidates it asked for
+    response_format: Any = None  # the request's own response_format, when it asks for JSON
 
 
 class Usage(NamedTuple):
@@ -87,6 +88,8 @@ class Result:
     tool_calls: str | None = None  # JSON list of {id, name, arguments[, valid_json: false]}
     choices: str | None = None  # JSON list of every candidate's text, when n > 1 was asked
     finish_reason_raw: str | None = None  # the server's finish reason, when it differs
+    parsed: str | None = None  # a JSON answer, parsed and re-encoded compactly
+    valid: bool | None = None  # whether the answer is the JSON (and schema) the request asked
     batch_job: str | None = None  # the batchPredictionJob that answered, on the batch route
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +131,8 @@ RESULT_SCHEMA = pa.schema(
         pa.field("tool_calls", pa.string()),
         pa.field("choices", pa.string()),
         pa.field("finish_reason_raw", pa.string()),
+        pa.field("parsed", pa.string()),
+        pa.field("valid", pa.bool_()),
         pa.field("batch_job", pa.string()),
     ]
 )

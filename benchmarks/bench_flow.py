@@ -204,6 +204,7 @@ async def run_scenario(scenario: Scenario, tmp: Path) -> Measured:
         timeout_s=scenario.timeout_s,
         max_attempts=scenario.policy.max_attempts,
         checkpoint_s=5.0,
+        fail_on=frozenset(),  # flow, not answers: every 200 counts, as for any client
     )
     async with open_simulator(scenario.sim) as sim:
         runner = Runner(

@@ -424,6 +424,7 @@ def batchrunner_argv(job: Job, *, dry_run: bool, summary: Path) -> list[str]:
     argv += ["--no-auth", "--model", job.model, "--max-tokens", str(job.max_tokens)]
     argv += ["--concurrency", str(job.concurrency), "--no-adapt", "--progress", "off"]
     argv += ["--restart", "--summary", str(summary)]
+    argv += ["--fail-on", "none"]  # every 200 counts, as it does for the peers
     if dry_run:
         argv.append("--dry-run")
     return argv

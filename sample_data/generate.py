@@ -7,6 +7,7 @@ The same file is written as JSONL and Parquet.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -74,7 +75,7 @@ def rows() -> list[dict[str, object]]:
                 "prompt": "Rate the sentiment of this product review from 1 (very negative) "
                 f"to 5 (very positive). Answer with the digit only.\n\nReview: {review}",
                 "task": "sentiment",
-                "max_tokens": 1024,
+                "max_tokens": 2048,  # room to answer after a low effort's 1,024 thinking tokens
                 "reasoning_effort": "low",
                 "temperature": 0,
             }
@@ -82,7 +83,7 @@ def rows() -> list[dict[str, object]]:
     for i in range(100):
         q = QUESTIONS[i % len(QUESTIONS)]
         extra = " Please be thorough." * rng.randint(0, 3)
-        add({"prompt": q + extra, "task": "qa", "max_tokens": rng.choice([1024, 2048, 4096])})
+        add({"prompt": q + extra, "task": "qa", "max_tokens": rng.choice([2048, 4096, 8192])})
     for i in range(40):
         t = TICKETS[i % len(TICKETS)]
         add(
@@ -128,7 +129,12 @@ def rows() -> list[dict[str, object]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Regenerate sample_data/prompts.jsonl and prompts.parquet (320 rows, "
+        "seeded: the same files every time). Overwrites both.",
+    )
+    parser.parse_args(argv)
     data = rows()
     with (HERE / "prompts.jsonl").open("w", encoding="utf-8") as f:
         for row in data:

@@ -24,6 +24,9 @@ def _duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+BAR_WIDTH = 24
+
+
 @dataclass(slots=True)
 class ProgressDisplay:
     """Renders counters to ``stream``; ``total`` is the expected number of requests, if known."""
@@ -31,6 +34,7 @@ class ProgressDisplay:
     stream: TextIO
     total: int | None = None
     interactive: bool = False
+    bar: bool = False  # draw a bar with the percentage done (needs a total)
     log_every_s: float = 30.0
     _last_log: float = field(default=0.0)
     _width: int = field(default=0)
@@ -54,7 +58,12 @@ class ProgressDisplay:
         parts.append(f"${c.spent_usd:,.4f}")
         if c.skipped:
             parts.append(f"resumed past {c.skipped:,}")
-        return " · ".join(parts) + f" · {_duration(elapsed)}{eta}"
+        line = " · ".join(parts) + f" · {_duration(elapsed)}{eta}"
+        if self.bar and self.total:
+            share = min((finished + c.skipped) / self.total, 1.0)
+            filled = int(share * BAR_WIDTH)
+            line = f"[{'█' * filled}{'░' * (BAR_WIDTH - filled)}] {share * 100:3.0f} % " + line
+        return line
 
     def __call__(self, counters: Counters) -> None:
         text = self.line(counters)
@@ -64,6 +73,8 @@ class ProgressDisplay:
             self.stream.write("\r" + text + " " * pad)
             self.stream.flush()
             return
+        if not (counters.done or counters.bad_rows or counters.in_flight):
+            return  # a line of zeros says nothing (and a finished job's rerun sends nothing)
         now = time.monotonic()
         if now - self._last_log >= self.log_every_s:
             self._last_log = now

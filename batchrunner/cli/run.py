@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from batchrunner.cli.shape_flags import add_shape_flags, shape_options
-from batchrunner.config import READ_SUFFIXES, WRITE_SUFFIXES, suffixes
+from batchrunner.cli.teach import epilog
+from batchrunner.config import FAIL_ON_KINDS, READ_SUFFIXES, WRITE_SUFFIXES, suffixes
 from batchrunner.errors import ConfigError
 
 if TYPE_CHECKING:
+    from batchrunner.pipeline.runner import RunSummary
     from batchrunner.pipeline.stop_signals import StopSignals
 
 __all__ = ["add_run", "cmd_run", "positive_int", "setup_logging"]
@@ -40,7 +42,18 @@ def _param(text: str) -> tuple[str, Any]:
 
 
 def add_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="send every input row to the model(s) and write the results")
+    p = sub.add_parser(
+        "run",
+        help="send every input row to the model(s) and write the results",
+        description="Send every input row to each model and write one result row per (id, "
+        "model). Rerunning the same command resumes: finished rows are skipped.",
+        epilog=epilog(
+            "batchrunner run sample_data/prompts.jsonl -o results.parquet --simulate",
+            "batchrunner run prompts.parquet -o results.parquet --project my-project "
+            "--model google/gemini-2.5-flash --model openai/gpt-oss-120b-maas",
+            "batchrunner run --config job.toml --retry-failed --fail-on empty,length",
+        ),
+    )
     p.add_argument("input", metavar="INPUT", nargs="?", help=suffixes(tuple(READ_SUFFIXES)))
     p.add_argument("-o", "--output", help=f"{suffixes(WRITE_SUFFIXES)}; format from the suffix")
     p.add_argument("--config", metavar="FILE", help="TOML job file; flags override it")
@@ -52,11 +65,13 @@ def add_run(sub: Any) -> None:
         metavar="M",
         help="repeatable: each prompt goes to every model named",
     )
-    g.add_argument("--default-model", help="model for rows that name none")
+    g.add_argument(
+        "--default-model", metavar="M", help="model for rows that name none (without --model)"
+    )
     g.add_argument("--project", help="Vertex project (env GOOGLE_CLOUD_PROJECT)")
     g.add_argument("--location", help="Vertex location (env GOOGLE_CLOUD_LOCATION; default global)")
     g.add_argument("--endpoint-id", help="'openapi' (default) or a numeric endpoint id")
-    g.add_argument("--api-version", choices=["v1", "v1beta1"])
+    g.add_argument("--api-version", choices=["v1", "v1beta1"], help="Vertex API version (v1)")
     g.add_argument("--base-url", help="any OpenAI-compatible base URL (env OPENAI_BASE_URL)")
     g.add_argument(
         "--simulate",
@@ -66,14 +81,14 @@ def add_run(sub: Any) -> None:
     g.add_argument(
         "--sim-latency",
         choices=["zero", "fast", "realistic"],
-        help="the simulator's latency profile; realistic also turns on real-traffic shapes",
+        help="--simulate's timing: zero, fast (default) or realistic (with 429s, blocks, faults)",
     )
     g.add_argument(
-        "--sim-error-rate", type=float, metavar="F", help="share of requests answered 500/503"
+        "--sim-error-rate", type=float, metavar="F", help="--simulate: share of 5xx answers"
     )
-    g.add_argument("--sim-rpm-quota", type=int, metavar="N", help="simulated requests/min quota")
-    g.add_argument("--sim-tpm-quota", type=int, metavar="N", help="simulated tokens/min quota")
-    g.add_argument("--sim-seed", type=int, metavar="N", help="the simulator's random seed")
+    g.add_argument("--sim-rpm-quota", type=int, metavar="N", help="--simulate: RPM quota")
+    g.add_argument("--sim-tpm-quota", type=int, metavar="N", help="--simulate: TPM quota")
+    g.add_argument("--sim-seed", type=int, metavar="N", help="--simulate: random seed")
     add_shape_flags(g, prefix="--sim-")
     a = p.add_argument_group("auth")
     a.add_argument("--no-auth", action="store_true", help="send no credentials (local servers)")
@@ -82,7 +97,11 @@ def add_run(sub: Any) -> None:
         metavar="FILE",
         help="service-account key file (default: Application Default Credentials)",
     )
-    a.add_argument("--impersonate-service-account", metavar="EMAIL")
+    a.add_argument(
+        "--impersonate-service-account",
+        metavar="EMAIL",
+        help="act as this service account (needs roles/iam.serviceAccountTokenCreator)",
+    )
     a.add_argument("--quota-project", metavar="PROJECT", help="sent as x-goog-user-project")
     a.add_argument(
         "--auth-patience",
@@ -93,9 +112,18 @@ def add_run(sub: Any) -> None:
     )
     r = p.add_argument_group("request")
     r.add_argument("--system", help="system prompt for every row without one")
-    r.add_argument("--max-tokens", type=int)
-    r.add_argument("--temperature", type=float)
-    r.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"])
+    r.add_argument(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        help="output cap per answer, reasoning included (Gemini 2.5 thinks first: leave room)",
+    )
+    r.add_argument("--temperature", type=float, metavar="T", help="sampling temperature")
+    r.add_argument(
+        "--reasoning-effort",
+        choices=["minimal", "low", "medium", "high"],
+        help="how much the model thinks before answering",
+    )
     r.add_argument(
         "--param",
         action="append",
@@ -109,15 +137,27 @@ def add_run(sub: Any) -> None:
         default=None,
         help="use SSE streaming (needed for TTFT/TTFO/ITL)",
     )
-    r.add_argument("--id-field")
-    r.add_argument("--prompt-field")
-    r.add_argument("--messages-field")
+    r.add_argument("--id-field", metavar="NAME", help="input column of row ids (default id)")
+    r.add_argument(
+        "--prompt-field", metavar="NAME", help="input column of prompt text (default prompt)"
+    )
+    r.add_argument(
+        "--messages-field",
+        metavar="NAME",
+        help="input column of OpenAI message lists (default messages)",
+    )
+    r.add_argument(
+        "--fail-on",
+        metavar="KINDS",
+        help="answers that count as error rows, comma-separated from "
+        f"{', '.join(FAIL_ON_KINDS)}, or none (default: empty)",
+    )
     f = p.add_argument_group("flow control")
     f.add_argument("--concurrency", type=positive_int, help="max requests in flight (default 64)")
     f.add_argument("--rpm", type=float, help="requests per minute, per model")
     f.add_argument("--tpm", type=float, help="tokens per minute, per model")
-    f.add_argument("--input-tpm", type=float)
-    f.add_argument("--output-tpm", type=float)
+    f.add_argument("--input-tpm", type=float, help="input tokens per minute, per model")
+    f.add_argument("--output-tpm", type=float, help="output tokens per minute, per model")
     f.add_argument(
         "--no-adapt",
         dest="adaptive",
@@ -125,7 +165,12 @@ def add_run(sub: Any) -> None:
         default=None,
         help="keep concurrency fixed instead of adapting to 429s",
     )
-    f.add_argument("--max-attempts", type=positive_int)
+    f.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        metavar="N",
+        help="HTTP attempts per row, the first included (default 6); only retryable errors",
+    )
     f.add_argument("--timeout", type=float, metavar="SECONDS", help="per attempt (default 600)")
     f.add_argument(
         "--max-cost",
@@ -173,8 +218,16 @@ def add_run(sub: Any) -> None:
     )
     o.add_argument("--summary", metavar="PATH", help="also write the run summary as JSON")
     o.add_argument("--prices", metavar="FILE", help="TOML price table overriding the shipped one")
-    o.add_argument("--progress", choices=["auto", "bar", "log", "off"], default="auto")
-    o.add_argument("-v", "--verbose", action="count", default=0)
+    o.add_argument(
+        "--progress",
+        choices=["auto", "bar", "log", "off"],
+        default="auto",
+        help="auto (a status line on a terminal, a line every 30 s elsewhere), bar (a drawn "
+        "bar with percent), log (plain lines) or off",
+    )
+    o.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log lines (-vv for debug)"
+    )
     _add_batch_flags(p)
     s = p.add_argument_group("scale-out (see docs/scale-out.md)")
     s.add_argument(
@@ -299,6 +352,7 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
         "max_cost": ns.max_cost,
         "tier": ns.tier,
         "provisioned": ns.provisioned,
+        "fail_on": ns.fail_on,
         "restart": ns.restart,
         "retry_failed": ns.retry_failed,
         "ordered": ns.ordered,
@@ -363,16 +417,20 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
         print(dryrun.render(dryrun.estimate(config, prices)))
         return 0
     from batchrunner.cli.progress import ProgressDisplay, expected_requests
+    from batchrunner.cli.teach import model_hints, print_hints
     from batchrunner.launch.run import run
     from batchrunner.pipeline.gctune import collect_less_often
     from batchrunner.report.render import render_summary
 
+    print_hints(model_hints(config.models or (config.default_model,)))
     mode = ns.progress
     interactive = sys.stderr.isatty() if mode == "auto" else mode == "bar"
     display = None
     if mode != "off":
         total = expected_requests(config.input, len(config.models))
-        display = ProgressDisplay(sys.stderr, total=total, interactive=interactive)
+        display = ProgressDisplay(
+            sys.stderr, total=total, interactive=interactive, bar=mode == "bar"
+        )
     if ns.ray:
         from batchrunner.scale.ray import run_on_ray
 
@@ -392,13 +450,20 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
         finally:
             if display is not None:
                 display.close()
-    if summary.stats.total.rows:
-        print(render_summary(summary.stats), file=sys.stderr)
-    else:
-        print("batchrunner: nothing to send", file=sys.stderr)
+    finished = summary.fatal is None and summary.stopped is None
+    stats = summary.stats
+    if not stats.total.rows and not summary.bad_rows and finished:
+        print(_nothing_to_send(summary, config.output), file=sys.stderr)
+        return summary.exit_status
+    resumed = summary.skipped > 0 and finished and config.output.exists()
+    if resumed:
+        from batchrunner.report.files import read_run_stats
+
+        stats = read_run_stats([config.output]).snapshot()  # the whole job, every run's rows
+    title = f"Job summary ({config.output}, every run)" if resumed else "Run summary"
+    print(render_summary(stats, title=title), file=sys.stderr)
+    print(f"batchrunner: {_this_run(summary)}", file=sys.stderr)
     notes = []
-    if summary.skipped:
-        notes.append(f"{summary.skipped:,} requests were already done in {config.output}")
     if summary.earlier_errors:
         notes.append(
             f"{summary.earlier_errors:,} rows kept their earlier error; "
@@ -411,16 +476,19 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
     if config.summary_path is not None:
         from batchrunner.report.render import render
 
-        config.summary_path.write_text(render(summary.stats, "json"), encoding="utf-8")
+        config.summary_path.write_text(render(stats, "json"), encoding="utf-8")
     if summary.fatal:
         print(f"batchrunner: aborted: {summary.fatal}", file=sys.stderr)
     elif summary.budget_spent or (summary.stopped and "Flex" in summary.stopped):
         print(f"batchrunner: stopped: {summary.stopped}", file=sys.stderr)
+    elif summary.stopped and summary.stopped.startswith("the first "):
+        # Pointed at the wrong place: the stop says what to fix and how to rerun.
+        print(f"batchrunner: stopped early: {summary.stopped}", file=sys.stderr)
+        print_hints(model_hints(config.models or (config.default_model,)))
     elif summary.stopped:
         print(f"batchrunner: stopped early ({summary.stopped}); {RESUME_ADVICE}", file=sys.stderr)
     elif signals.first is not None:
         print(f"batchrunner: {signals.first} received after the run had finished", file=sys.stderr)
-    finished = summary.fatal is None and summary.stopped is None
     if not finished and not ns.ray:
         left = _requests_left(config.output, config.input, len(config.models), config)
         if left is not None:
@@ -447,6 +515,26 @@ def _requests_left(output: Path, input_path: Path, models: int, config: Any) -> 
     except (OSError, BatchRunnerError):
         return None
     return max(0, total - done)
+
+
+def _nothing_to_send(summary: RunSummary, output: Path) -> str:
+    """One line for a rerun of a finished job."""
+    done = f"all {summary.skipped:,} requests were already done in {output}"
+    if summary.earlier_errors:
+        done += f" ({summary.earlier_errors:,} of them errors; --retry-failed sends them again)"
+    return f"batchrunner: nothing to send: {done}"
+
+
+def _this_run(summary: RunSummary) -> str:
+    """This run's own part: what it sent, how it ended, how long it took."""
+    sent = summary.sent
+    rate = sent / summary.wall_s if summary.wall_s > 0 else 0.0
+    part = f"this run: {sent:,} requests sent in {summary.wall_s:,.1f} s ({rate:,.1f} req/s)"
+    if summary.skipped:
+        part += f", {summary.skipped:,} already done in earlier runs"
+    if summary.bad_rows:
+        part += f", {summary.bad_rows:,} unusable input rows"
+    return part
 
 
 def _where_results_are(output: Path, *, finished: bool) -> str:

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from batchrunner.cli.shape_flags import add_shape_flags, shape_options
+from batchrunner.cli.teach import epilog
 from batchrunner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -16,9 +17,20 @@ __all__ = ["add_simulate", "cmd_simulate", "simulator_config"]
 
 
 def add_simulate(sub: Any) -> None:
-    p = sub.add_parser("simulate", help="serve the Vertex simulator until interrupted")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
-    p.add_argument("--port", type=int, default=8080, help="port to listen on (0 = any free)")
+    p = sub.add_parser(
+        "simulate",
+        help="serve the Vertex simulator until interrupted",
+        description="Serve a local stand-in for Vertex AI (URLs, auth, quotas, streaming, "
+        "faults) and print its base URL.",
+        epilog=epilog(
+            "batchrunner simulate --port 8080 --no-auth",
+            "batchrunner simulate --credentials-out /tmp/sa.json --rpm-quota 600",
+            "batchrunner simulate --latency realistic --fault 503=0.05 --request-log log.jsonl",
+            codes="exit status: 0 stopped by Ctrl-C · 2 bad flags",
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (8080; 0: any)")
     p.add_argument(
         "--credentials-out",
         metavar="PATH",
@@ -29,7 +41,7 @@ def add_simulate(sub: Any) -> None:
         type=float,
         default=3600.0,
         metavar="SECONDS",
-        help="lifetime of the access tokens it issues",
+        help="lifetime of issued access tokens (3600)",
     )
     p.add_argument(
         "--static-token",

@@ -71,6 +71,8 @@ class Answer:
     tool_calls: tuple[ToolCall, ...] = ()
     choices: tuple[str | None, ...] = ()
     finish_reason_raw: str | None = None
+    token_chunks: int = 0  # chunks that carried tokens (text, reasoning or tool calls)
+    generating_s: float | None = None  # first token-bearing chunk to the last (streaming)
 
 
 def _answer_parts(
@@ -361,6 +363,12 @@ class ChatClient:
             itl_s=itl,
             chunks=state.chunks,
             **_answer_parts(state.built()),
+            token_chunks=state.token_chunks,
+            generating_s=(
+                state.last_token - state.first_any
+                if state.first_any is not None and state.last_token is not None
+                else None
+            ),
         )
 
 

@@ -207,6 +207,12 @@ def build_requests(
     max_output = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else None
     n = params.get("n")
     candidates = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    wanted = params.get("response_format")
+    json_format = (
+        wanted
+        if isinstance(wanted, dict) and wanted.get("type") in ("json_object", "json_schema")
+        else None
+    )
     specs = []
     for model in row_models(row, fields, models, default_model):
         family = model_family(model)
@@ -227,7 +233,15 @@ def build_requests(
         encoded = _encode(body)
         specs.append(
             RequestSpec(
-                row.index, row.id, model, encoded, input_tokens, max_output, stream, candidates
+                row.index,
+                row.id,
+                model,
+                encoded,
+                input_tokens,
+                max_output,
+                stream,
+                candidates,
+                json_format,
             )
         )
     return specs

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 STATS_COLUMNS = tuple(
     f
     for f in RESULT_FIELDS
-    if f not in {"output", "reasoning", "error_message", "response_id", "tool_calls", "choices"}
+    if f not in {"reasoning", "response_id", "parsed", "tool_calls", "choices"}
 )
 _INT_FIELDS = frozenset(
     {
@@ -162,6 +162,10 @@ def _as_float(value: object) -> float | None:
     return float(value) if type(value) is float or type(value) is int else None
 
 
+def _as_bool(value: object) -> bool | None:
+    return value if type(value) is bool else None
+
+
 def _as_str(value: object) -> str | None:
     return value if type(value) is str else None
 
@@ -183,6 +187,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
 _CONVERTERS.update({f: _as_int for f in _INT_FIELDS})
 _CONVERTERS.update({f: _as_float for f in _FLOAT_FIELDS})
 _CONVERTERS.update({f: _as_time for f in _TIME_FIELDS})
+_CONVERTERS["valid"] = _as_bool
 
 
 _REQUIRED = ("id", "model", "status")

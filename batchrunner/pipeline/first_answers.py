@@ -39,8 +39,10 @@ class FirstAnswers:
                 self._settled = True
                 return (
                     f"the first {FIRST_ANSWERS} answers were all 404 Not Found; check "
-                    "--base-url (or --project and --location) and --model; once fixed, "
-                    "--retry-failed also resends the rows that got a 404"
+                    "--base-url (or --project and --location) and --model (Vertex wants the "
+                    "publisher: google/gemini-2.5-flash); once fixed, rerun with "
+                    "--retry-failed to resend the 404s, or after changing --model with "
+                    "--restart (this run wrote only 404s)"
                 )
             return None
         if result.error_type == "connection" and result.http_status is None:

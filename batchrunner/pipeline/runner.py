@@ -34,6 +34,7 @@ from batchrunner.errors import (
     ConfigError,
     OutputError,
 )
+from batchrunner.input.columns import check_fields
 from batchrunner.input.readers import check_input
 from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
 from batchrunner.limits.seam import share
@@ -210,6 +211,7 @@ class Runner:
     async def _run(self, url: str) -> RunSummary:
         cfg = self.config
         await anyio.to_thread.run_sync(check_input, cfg.input)
+        await anyio.to_thread.run_sync(check_fields, cfg.input, cfg.fields)
         prices = self._prices or PriceTable.for_run(cfg.prices_path)
         self._prices = prices
         # google.auth.default() may probe the metadata server: keep it off the event loop.
@@ -238,7 +240,15 @@ class Runner:
                 client = ChatClient(
                     wire, url, auth, headers=tiers.headers, model_headers=tiers.model_headers
                 )
-                sender = Sender(client, limiter, self._policy, prices, self.stats, self.counters)
+                sender = Sender(
+                    client,
+                    limiter,
+                    self._policy,
+                    prices,
+                    self.stats,
+                    self.counters,
+                    fail_on=cfg.fail_on,
+                )
                 async with anyio.create_task_group() as background:
                     await background.start(self._run_auth, auth)
                     if self._on_progress is not None:
@@ -270,7 +280,7 @@ class Runner:
         wall = time.monotonic() - started
         return RunSummary(
             output=cfg.output,
-            stats=self.stats.snapshot(wall_s=wall),
+            stats=self.stats.snapshot(),  # wall time from the rows, as a report has it
             sent=self.counters.done,
             written=self.counters.done + self.counters.bad_rows,
             skipped=self.counters.skipped,

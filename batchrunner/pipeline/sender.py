@@ -18,6 +18,7 @@ from batchrunner.endpoint.retry import RetryPolicy, call_with_retries
 from batchrunner.endpoint.usage import normalize_usage
 from batchrunner.errors import AbortError, RequestError
 from batchrunner.limits.seam import Limiter, Outcome, TokenEstimate
+from batchrunner.pipeline.answers import JsonVerdict, Rejection, check_json, rejection
 from batchrunner.pipeline.counters import Counters
 from batchrunner.results import RequestSpec, Result, Usage, utc_now
 from batchrunner.stats.pricing import PriceTable
@@ -30,6 +31,18 @@ _AVERAGE_WINDOW = 1000
 
 
 _NO_USAGE = Usage()
+#: Token-bearing chunks a stream needs before its output rate means anything.
+MIN_TPS_CHUNKS = 4
+
+
+class AnswerRejected(RequestError):
+    """A 200 whose answer ``--fail-on`` refuses and that another attempt may mend."""
+
+    def __init__(self, answer: Answer, verdict: JsonVerdict | None, why: Rejection) -> None:
+        super().__init__(why.message, error_type=why.error_type, retryable=why.retryable)
+        self.answer = answer
+        self.verdict = verdict
+        self.why = why
 
 
 class Sender:
@@ -43,7 +56,9 @@ class Sender:
         prices: PriceTable,
         stats: RunStats,
         counters: Counters,
+        fail_on: frozenset[str] = frozenset({"empty"}),
     ) -> None:
+        self._fail_on = fail_on
         self._client = client
         self._limiter = limiter
         self._policy = policy
@@ -115,6 +130,15 @@ class Sender:
                     latency_s=answer.latency_s,
                 ),
             )
+            if (
+                "invalid-json" in self._fail_on
+                and spec.response_format
+                and answer.finish_reason != "tool_calls"
+            ):
+                verdict = check_json(answer.content, spec.response_format)
+                why = rejection(answer.content, answer.finish_reason, verdict, self._fail_on)
+                if why is not None and why.retryable:
+                    raise AnswerRejected(answer, verdict, why)
             return answer
 
         def on_retry(n: int, error: RequestError, wait: float) -> None:
@@ -132,6 +156,8 @@ class Sender:
         self.in_flight_cost += cost_guess
         try:
             answer = await call_with_retries(attempt, self._policy, on_retry=on_retry)
+        except AnswerRejected as exc:
+            return self._ok_result(spec, exc.answer, usage, attempts, started_at)
         except RequestError as exc:
             return self._error_result(spec, exc, attempts, last_status, started_at)
         except AbortError:
@@ -176,9 +202,18 @@ class Sender:
         started_at: datetime,
     ) -> Result:
         cost = self._prices.cost(spec.model, usage)
+        verdict = (
+            check_json(answer.content, spec.response_format)
+            if spec.response_format and answer.finish_reason != "tool_calls"
+            else None
+        )
+        why = rejection(answer.content, answer.finish_reason, verdict, self._fail_on)
         counters = self._counters
         counters.done += 1
-        counters.ok += 1
+        if why is None:
+            counters.ok += 1
+        else:
+            counters.errors += 1
         if cost is not None:
             counters.spent_usd += cost
         if usage.completion_tokens is not None:
@@ -188,13 +223,13 @@ class Sender:
         if streamed and answer.reasoning is None and usage.reasoning_tokens:
             # Hidden thinking (Gemini) happened before the first token, not after it.
             streamed -= usage.reasoning_tokens
-        if streamed and answer.ttft_s is not None:
-            generating = answer.latency_s - answer.ttft_s
-            tps = streamed / generating if generating > 0 else None
+        if streamed and answer.token_chunks >= MIN_TPS_CHUNKS and answer.generating_s:
+            # From the first token to the last: the model's own pace, not the wait for [DONE].
+            tps = streamed / answer.generating_s
         return Result(
             id=spec.id,
             model=spec.model,
-            status="ok",
+            status="ok" if why is None else "error",
             row=spec.row,
             output=answer.content,
             reasoning=answer.reasoning,
@@ -212,6 +247,8 @@ class Sender:
             output_tps=tps,
             attempts=attempts,
             http_status=answer.status,
+            error_type=None if why is None else why.error_type,
+            error_message=None if why is None else why.message,
             response_id=answer.response_id,
             traffic_type=usage.traffic_type,
             started_at=started_at,
@@ -219,6 +256,8 @@ class Sender:
             tool_calls=tool_calls_json(answer.tool_calls),
             choices=_choices_json(spec, answer),
             finish_reason_raw=answer.finish_reason_raw,
+            parsed=None if verdict is None else verdict.parsed,
+            valid=None if verdict is None else verdict.valid,
         )
 
 

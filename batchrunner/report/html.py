@@ -11,7 +11,15 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from batchrunner.report.sections import Section, fmt_int, fmt_num, fmt_s, fmt_usd, sections
+from batchrunner.report.sections import (
+    Section,
+    answer_warnings,
+    fmt_int,
+    fmt_num,
+    fmt_s,
+    fmt_usd,
+    sections,
+)
 from batchrunner.stats.run_stats import Distribution, ModelStats, StatsSnapshot
 
 __all__ = ["render_html"]
@@ -50,6 +58,8 @@ th:first-child,td:first-child{text-align:left}thead th{background:#eef1f5}
 .notes{color:#5b6475;font-size:12px;margin:6px 0 0;padding-left:18px}
 .scroll{overflow-x:auto}
 .verdict{margin:0 0 4px;padding-left:18px;font-size:15px}
+.warn{margin:12px 0 0;padding:8px 8px 8px 28px;background:#fff4e5;border:1px solid #f0c080;
+border-radius:8px;color:#7a4300}
 """
 
 
@@ -232,8 +242,8 @@ def _cards(snapshot: StatsSnapshot) -> str:
         (fmt_int(t.rows), "rows"),
         (fmt_int(t.ok), "ok"),
         (fmt_int(t.errors), "error"),
+        (fmt_int(t.empty_rows), "empty output"),
         (fmt_usd(t.cost_usd), "cost"),
-        (fmt_s(t.latency.p50), "latency p50, all models"),
         (fmt_s(t.wall_s), "wall time"),
     ]
     return (
@@ -277,6 +287,11 @@ def _verdict(snapshot: StatsSnapshot) -> str:
     )
 
 
+def _warnings(snapshot: StatsSnapshot) -> str:
+    items = "".join(f"<li>{escape(w)}</li>" for w in answer_warnings(snapshot))
+    return f'<ul class="warn">{items}</ul>' if items else ""
+
+
 def render_html(snapshot: StatsSnapshot) -> str:
     """The whole report as one self-contained HTML page."""
     models = snapshot.models
@@ -294,7 +309,7 @@ def render_html(snapshot: StatsSnapshot) -> str:
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>batchrunner report</title><style>{_CSS}</style></head><body><main>"
         f'<h1>batchrunner report</h1><p class="sub">{escape(names)}</p>'
-        f"{_cards(snapshot)}{_verdict(snapshot)}"
+        f"{_cards(snapshot)}{_warnings(snapshot)}{_verdict(snapshot)}"
         f'<h2>Charts</h2><div class="charts">{chart_html}</div>'
         f"{tables}</main></body></html>\n"
     )

@@ -6,6 +6,7 @@ the tables of ``batchrunner.report.sections``; HTML comes from ``batchrunner.rep
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -25,9 +26,10 @@ def _text_table(section: Section) -> str:
     table = [section.header, *section.rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(section.header))]
     lines = [section.title, "=" * len(section.title)]
+    left = 1 if section.title != "Errors" else len(section.header)  # text columns align left
     for n, row in enumerate(table):
-        cells = [row[0].ljust(widths[0])] + [
-            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        cells = [c.ljust(w) for c, w in zip(row[:left], widths[:left], strict=True)] + [
+            c.rjust(w) for c, w in zip(row[left:], widths[left:], strict=True)
         ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
@@ -64,6 +66,8 @@ def render(snapshot: StatsSnapshot, fmt: str = "text") -> str:
     raise ValueError(f"unknown report format {fmt!r}; choose from {', '.join(FORMATS)}")
 
 
-def render_summary(snapshot: StatsSnapshot) -> str:
+def render_summary(snapshot: StatsSnapshot, *, title: str = "Run summary") -> str:
     """The short end-of-run summary, drawn like the text report."""
-    return "\n\n".join(_text_table(s) for s in sections(snapshot, summary=True)) + "\n"
+    tables = sections(snapshot, summary=True)
+    tables[0] = dataclasses.replace(tables[0], title=title)
+    return "\n\n".join(_text_table(s) for s in tables) + "\n"

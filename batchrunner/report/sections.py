@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from batchrunner.errors import EMPTY_TRUNCATED_ADVICE
 from batchrunner.stats.run_stats import (
     Comparison,
     Distribution,
@@ -18,6 +19,7 @@ from batchrunner.stats.run_stats import (
 
 __all__ = [
     "Section",
+    "answer_warnings",
     "fmt_int",
     "fmt_num",
     "fmt_ratio",
@@ -26,6 +28,9 @@ __all__ = [
     "fmt_usd",
     "sections",
 ]
+
+
+_EXAMPLE_CHARS = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,37 @@ def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counts.items()) or "–"
 
 
+def _of(part: int, whole: int) -> str:
+    return f"{part:,} of {whole:,}" if whole else "–"
+
+
+def answer_warnings(snapshot: StatsSnapshot) -> list[str]:
+    """A line per model whose answers came back empty because the token limit ran out."""
+    return [
+        f"warning: {m.model}: {m.empty_truncated_rows:,} of {m.rows:,} rows are empty and were "
+        f"cut at the token limit (finish_reason length); {EMPTY_TRUNCATED_ADVICE}"
+        for m in snapshot.models
+        if m.empty_truncated_rows
+    ]
+
+
+def _example(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= _EXAMPLE_CHARS else line[: _EXAMPLE_CHARS - 1] + "…"
+
+
+def _errors_section(snapshot: StatsSnapshot) -> Section | None:
+    """Per model, each error type with its count and one example message."""
+    rows = [
+        (m.model, kind, fmt_int(count), _example(m.error_examples.get(kind, "")) or "–")
+        for m in snapshot.models
+        for kind, count in m.errors_by_type.items()
+    ]
+    if not rows:
+        return None
+    return Section("Errors", ("model", "error type", "rows", "example"), tuple(rows))
+
+
 def _reasoning(m: ModelStats) -> str:
     """Reasoning tokens, or "–" when no row with usage counted them (not the same as 0)."""
     with_usage = m.ok - m.usage_unknown_rows
@@ -107,9 +143,13 @@ def sections(snapshot: StatsSnapshot, *, summary: bool = False) -> list[Section]
         ("rows", *(fmt_int(m.rows) for m in cols)),
         ("ok", *(fmt_int(m.ok) for m in cols)),
         ("error", *(fmt_int(m.errors) for m in cols)),
+        ("error types", *(_counts(m.errors_by_type) for m in cols)),
+        ("finish reasons", *(_counts(m.finish_reasons) for m in cols)),
+        ("empty output", *(fmt_int(m.empty_rows) for m in cols)),
+        ("  cut at max_tokens", *(fmt_int(m.empty_truncated_rows) for m in cols)),
     ]
-    if not summary:
-        rows.append(("error types", *(_counts(m.errors_by_type) for m in cols)))
+    if any(m.json_rows for m in cols):
+        rows.append(("valid JSON", *(_of(m.json_valid, m.json_rows) for m in cols)))
     rows += [
         ("prompt tokens", *(fmt_int(m.prompt_tokens) for m in cols)),
         ("  of which cached", *(fmt_int(m.cached_tokens) for m in cols)),
@@ -144,9 +184,10 @@ def sections(snapshot: StatsSnapshot, *, summary: bool = False) -> list[Section]
         if any(m.retries_by_cause for m in cols):
             rows.append(("retry causes", *(_counts(m.retries_by_cause) for m in cols)))
     notes = [
+        *answer_warnings(snapshot),
         "output tokens include reasoning; latencies are over ok rows; "
         "percentiles interpolate linearly, exact up to 65,536 values of a measure per model "
-        "and within 0.5 % past that"
+        "and within 0.5 % past that",
     ]
     if any(m.reasoning_unknown_rows for m in cols):
         notes.append(
@@ -163,8 +204,15 @@ def sections(snapshot: StatsSnapshot, *, summary: bool = False) -> list[Section]
             "rows without usage from the server: "
             + ", ".join(f"{m.model} {m.usage_unknown_rows:,}" for m in cols if m.usage_unknown_rows)
         )
+    notes.append(
+        "wall time: from the first request's start to the last row's finish; the all-models "
+        "column adds up rows, tokens and cost, and keeps percentiles per model"
+    )
     title = "Run summary" if summary else "Per model"
     result = [Section(title, header, tuple(rows), tuple(notes))]
+    errors = _errors_section(snapshot)
+    if errors is not None:
+        result.append(errors)
     if snapshot.comparison is not None and not summary:
         result.append(_comparison_section(snapshot.comparison))
     tiers = tier_section(snapshot)

@@ -7,7 +7,10 @@ which the app then serialises per model family.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+
+import orjson
 
 from ._blocks import answer_block_reason, blocked_prompt_error, prompt_verdict
 from ._tools import ToolCall, plan_tool_calls
@@ -147,6 +150,50 @@ def _tokens(rng: random.Random, count: int, tables: tuple[tuple[str, ...], ...])
     return tuple(out)
 
 
+def _instance(schema: object, rng: random.Random, depth: int = 0) -> object:
+    """A value that satisfies a simple JSON schema (types, properties, enums, items)."""
+    if not isinstance(schema, Mapping) or depth > 6:
+        return WORDS[rng.randrange(len(WORDS))]
+    if "enum" in schema and isinstance(schema["enum"], list) and schema["enum"]:
+        return schema["enum"][rng.randrange(len(schema["enum"]))]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties")
+        props = props if isinstance(props, Mapping) else {}
+        return {str(k): _instance(v, rng, depth + 1) for k, v in props.items()} or {
+            "answer": WORDS[rng.randrange(len(WORDS))]
+        }
+    if kind == "array":
+        return [_instance(schema.get("items"), rng, depth + 1) for _ in range(rng.randint(1, 3))]
+    if kind == "integer":
+        low = schema.get("minimum", 0)
+        high = schema.get("maximum", 100)
+        low = int(low) if isinstance(low, int | float) else 0
+        high = int(high) if isinstance(high, int | float) else low + 100
+        return rng.randint(low, max(low, high))
+    if kind == "number":
+        return round(rng.uniform(0, 100), 2)
+    if kind == "boolean":
+        return rng.random() < 0.5
+    return " ".join(WORDS[rng.randrange(len(WORDS))] for _ in range(3))
+
+
+def json_answer(request: ChatRequest, rng: random.Random) -> tuple[str, ...]:
+    """The answer to a ``response_format`` request as tokens of JSON text (about 4 chars each)."""
+    fmt = request.response_format or {}
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, Mapping) else None
+    value = (
+        _instance(schema, rng)
+        if schema is not None
+        else {"answer": " ".join(WORDS[rng.randrange(len(WORDS))] for _ in range(8))}
+    )
+    text = orjson.dumps(value).decode()
+    return tuple(text[i : i + 4] for i in range(0, len(text), 4))
+
+
 def plan_answer(request: ChatRequest) -> Plan:
     """Decide the answer: lengths from the prompt, caps from max_tokens, texts from the hash."""
     spec = request.spec
@@ -168,13 +215,20 @@ def plan_answer(request: ChatRequest) -> Plan:
         elif spec.reasoning:
             effort = request.reasoning_effort or "medium"
             natural_reasoning = rng.randint(*_VLLM_EFFORT_RANGE[effort])
+        structured = json_answer(request, rng) if request.response_format else None
+        if structured is not None:
+            natural_content = len(structured)
         reasoning = min(natural_reasoning, limit)
         content = min(natural_content, limit - reasoning)
         finish = "length" if natural_reasoning + natural_content > limit else "stop"
         choices.append(
             ChoicePlan(
                 reasoning=_tokens(rng, reasoning, _THOUGHT_TABLES),
-                content=_tokens(rng, content, _ANSWER_TABLES),
+                content=(
+                    structured[:content]  # a JSON answer cut at the limit is not JSON
+                    if structured is not None
+                    else _tokens(rng, content, _ANSWER_TABLES)
+                ),
                 finish_reason=finish,
             )
         )

@@ -43,6 +43,7 @@ class ChatRequest:
     tools: ToolRequest = NO_TOOLS
     messages_json: bytes = b""  # the messages as sent: trigger words, implicit-cache prefixes
     tools_json: bytes = b""  # the tools as sent (they come first in a cached prefix)
+    response_format: Mapping[str, object] | None = None  # json_object / json_schema asked for
 
     @property
     def prefix(self) -> bytes:
@@ -205,8 +206,15 @@ def parse_request(
         tools=parse_tools(body),
         messages_json=orjson.dumps(messages),
         tools_json=orjson.dumps(tools) if tools else b"",
+        response_format=_json_format(body.get("response_format")),
     )
     return request
+
+
+def _json_format(value: object) -> Mapping[str, object] | None:
+    if isinstance(value, Mapping) and value.get("type") in ("json_object", "json_schema"):
+        return value
+    return None
 
 
 def _canonical(body: dict[str, object]) -> bytes:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from batchrunner.errors import ANSWER_ERRORS
 from batchrunner.results import Result
 from batchrunner.stats.comparison import Comparison, ComparisonBuilder, ComparisonEntry
 from batchrunner.stats.distribution import PERCENTILES, Distribution, distribution
@@ -72,6 +73,12 @@ class ModelStats:
     retries_by_cause: Mapping[str, int] = field(default_factory=dict)
     first_started_at: datetime | None = None
     last_finished_at: datetime | None = None
+    finish_reasons: Mapping[str, int] = field(default_factory=dict)  # answered rows, by reason
+    empty_rows: int = 0  # answered rows with no text and no tool calls
+    empty_truncated_rows: int = 0  # of those, cut at the token limit (finish_reason length)
+    json_rows: int = 0  # rows that asked for JSON (response_format) and were checked
+    json_valid: int = 0  # of those, the JSON (and schema) asked for
+    error_examples: Mapping[str, str] = field(default_factory=dict)  # one message per type
 
     @property
     def streamed(self) -> bool:
@@ -120,6 +127,23 @@ class StatsSnapshot:
         return plain
 
 
+def _additive(total: ModelStats) -> ModelStats:
+    """The all-models figures that add up (rows, tokens, cost, counts); no pooled percentiles.
+
+    Two models' latencies pooled are nobody's latency: percentiles stay per model. The wall
+    time is the job's: from the first request's start to the last one's finish.
+    """
+    empty = Distribution()
+    return dataclasses.replace(
+        total,
+        latency=empty,
+        ttft=empty,
+        ttfo=empty,
+        itl=empty,
+        output_tps=empty,
+    )
+
+
 def _plain(value: object) -> object:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -139,9 +163,15 @@ class _Accumulator:
         "completion",
         "cost",
         "cost_rows",
+        "empty",
+        "empty_truncated",
+        "error_examples",
         "errors_by_type",
+        "finish_reasons",
         "first_started",
         "itl",
+        "json_rows",
+        "json_valid",
         "last_finished",
         "latency",
         "ok",
@@ -172,6 +202,9 @@ class _Accumulator:
         self.output_tps = Quantiles()
         self.first_started: datetime | None = None
         self.last_finished: datetime | None = None
+        self.finish_reasons: Counter[str] = Counter()
+        self.empty = self.empty_truncated = self.json_rows = self.json_valid = 0
+        self.error_examples: dict[str, str] = {}
 
     def add(self, r: Result) -> None:
         self.rows += 1
@@ -192,8 +225,20 @@ class _Accumulator:
             self.last_finished is None or r.finished_at > self.last_finished
         ):
             self.last_finished = r.finished_at
+        if r.valid is not None:
+            self.json_rows += 1
+            self.json_valid += r.valid
+        if r.status == "ok" or r.error_type in ANSWER_ERRORS:
+            reason = r.finish_reason or "none"
+            self.finish_reasons[reason] += 1
+            if reason != "tool_calls" and not (r.output and r.output.strip()):
+                self.empty += 1
+                self.empty_truncated += reason == "length"
         if r.status != "ok":
-            self.errors_by_type[r.error_type or "unknown"] += 1
+            kind = r.error_type or "unknown"
+            self.errors_by_type[kind] += 1
+            if kind not in self.error_examples and r.error_message:
+                self.error_examples[kind] = r.error_message
             return
         self.ok += 1
         if r.completion_tokens is None:
@@ -246,6 +291,12 @@ class _Accumulator:
             retries_by_cause=dict(self.retries_by_cause.most_common()),
             first_started_at=self.first_started,
             last_finished_at=self.last_finished,
+            finish_reasons=dict(self.finish_reasons.most_common()),
+            empty_rows=self.empty,
+            empty_truncated_rows=self.empty_truncated,
+            json_rows=self.json_rows,
+            json_valid=self.json_valid,
+            error_examples=dict(self.error_examples),
         )
 
     def merge(self, other: _Accumulator) -> None:
@@ -261,6 +312,9 @@ class _Accumulator:
                 mine.merge(theirs)
             elif isinstance(mine, Counter):
                 mine += theirs  # in place, as Quantiles.merge
+            elif name == "error_examples":
+                for kind, message in theirs.items():
+                    mine.setdefault(kind, message)
             else:
                 setattr(self, name, mine + theirs)
 
@@ -301,9 +355,10 @@ class RunStats:
             acc = self._models[name]
             models.append(acc.freeze(name, wall_s))
             total.merge(acc)
+        frozen = _additive(total.freeze(TOTAL, wall_s))
         return StatsSnapshot(
             models=tuple(models),
-            total=total.freeze(TOTAL, wall_s),
-            wall_s=wall_s,
+            total=frozen,
+            wall_s=wall_s or frozen.wall_s,
             tiers=self._tiers.freeze(),
         )

@@ -37,12 +37,16 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+NO_THINKING = {"reasoning_effort": "minimal"}  # so 16 tokens are an answer, not empty thinking
+
+
 def test_short_lived_tokens_are_renewed_and_never_leak(sim: Simulator, tmp_path: Path) -> None:
     key = sim.write_credentials(tmp_path / "key.json")
     inp = tmp_path / "in.jsonl"
     inp.write_bytes(
         b"".join(
-            orjson.dumps({"id": f"r{i}", "prompt": f"q{i}", "max_tokens": 16}) + b"\n"
+            orjson.dumps({"id": f"r{i}", "prompt": f"q{i}", "max_tokens": 16, **NO_THINKING})
+            + b"\n"
             for i in range(160)
         )
     )

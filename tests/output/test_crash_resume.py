@@ -44,7 +44,8 @@ def sim() -> Iterator[Simulator]:
 
 
 def write_input(path: Path) -> Path:
-    rows = [{"id": f"r{i}", "prompt": f"question {i}?", "max_tokens": 32} for i in range(N_ROWS)]
+    row = {"max_tokens": 32, "reasoning_effort": "minimal"}  # answers, not empty thinking
+    rows = [{"id": f"r{i}", "prompt": f"question {i}?", **row} for i in range(N_ROWS)]
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return path
 

@@ -77,7 +77,7 @@ def prompts(n: int, **extra: Any) -> list[dict[str, Any]]:
 async def test_every_row_gets_exactly_one_ok_result(
     sim: Simulator, tmp_path: Path, suffix: str
 ) -> None:
-    write_jsonl(tmp_path / "in.jsonl", prompts(200, max_tokens=64))
+    write_jsonl(tmp_path / "in.jsonl", prompts(200, max_tokens=64, reasoning_effort="minimal"))
     out = tmp_path / f"out{suffix}"
     summary = await run(sim, tmp_path, output=out, concurrency=16)
     rows = read_results(out)
@@ -143,7 +143,7 @@ async def test_duplicate_ids_are_skipped_and_counted(sim: Simulator, tmp_path: P
     indirect=True,
 )
 async def test_transient_faults_end_ok_after_retries(sim: Simulator, tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "in.jsonl", prompts(150, max_tokens=64))
+    write_jsonl(tmp_path / "in.jsonl", prompts(150, max_tokens=64, reasoning_effort="minimal"))
     summary = await run(sim, tmp_path, concurrency=8, policy=RetryPolicy.no_wait(max_attempts=10))
     rows = read_results(tmp_path / "out.jsonl")
     assert len(rows) == 150
@@ -374,7 +374,7 @@ async def test_stalled_attempts_are_abandoned_at_the_timeout_and_retried(
     sim: Simulator, tmp_path: Path
 ) -> None:
     # 40 rows, a fifth of attempts stall: no stall at all has probability 0.8**40 < 1e-3.
-    write_jsonl(tmp_path / "in.jsonl", prompts(40, max_tokens=16))
+    write_jsonl(tmp_path / "in.jsonl", prompts(40, max_tokens=16, reasoning_effort="minimal"))
     summary = await run(sim, tmp_path, timeout_s=0.5, concurrency=40)
     rows = read_results(tmp_path / "out.jsonl")
     assert {r["status"] for r in rows} == {"ok"}

@@ -194,7 +194,6 @@ def test_run_stats_past_exact_max_rows_reports_latency_within_accuracy(
     snapshot = stats.snapshot()
     assert_within(snapshot.model("a").latency, by_model["a"], rel=SKETCH)
     assert_within(snapshot.model("b").latency, by_model["b"], rel=1e-12)
-    assert_within(snapshot.total.latency, by_model["a"] + by_model["b"], rel=SKETCH)
     assert stats.snapshot() == snapshot
     shipped = pickle.loads(pickle.dumps(stats))  # noqa: S301 (as Ray ships it between processes)
     assert shipped.snapshot() == snapshot

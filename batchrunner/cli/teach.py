@@ -1,0 +1,89 @@
+"""A command line that teaches: one-line usage errors, "did you mean", examples in help.
+
+:class:`Parser` is argparse with abbreviations off, errors as one line plus where to look,
+and a suggestion for a mistyped flag. :func:`model_hints` suggests the known model a
+mistyped or publisher-less ``--model`` meant (from the price table and the simulator).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+
+__all__ = ["EXIT_CODES", "Parser", "epilog", "known_models", "model_hints", "suggest_flag"]
+
+EXIT_CODES = (
+    "exit status: 0 every row ok · 1 some rows ended in error · "
+    "2 bad usage, config or input file · 3 aborted (auth, disk, signal, budget)"
+)
+
+
+def epilog(*examples: str, codes: str = EXIT_CODES) -> str:
+    lines = ["examples:", *(f"  {e}" for e in examples), "", codes]
+    return "\n".join(lines)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with no abbreviations and errors on one line."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def option_names(self) -> list[str]:
+        return [o for action in self._actions for o in action.option_strings]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def suggest_flag(parser: Parser, extras: Sequence[str]) -> str:
+    """``unrecognized arguments: --concurr 8; did you mean --concurrency?``"""
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    for token in extras:
+        if token.startswith("--"):
+            name = token.split("=", 1)[0]
+            close = difflib.get_close_matches(name, parser.option_names(), n=1, cutoff=0.6)
+            if close:
+                return f"{message}; did you mean {close[0]}?"
+    return message
+
+
+def known_models() -> list[str]:
+    """Model ids batchrunner knows: the shipped price table's and the simulator's."""
+    from batchrunner.simulator import MODELS
+    from batchrunner.stats.pricing import PriceTable
+
+    names = set(MODELS)
+    names.update(PriceTable.default().prices)
+    return sorted(n for n in names if "/" in n)
+
+
+def model_hints(models: Iterable[str], known: Sequence[str] | None = None) -> list[str]:
+    """One line per model that looks mistyped: a missing publisher, or a near miss."""
+    known = list(known) if known is not None else known_models()
+    hints = []
+    for model in models:
+        name = model.split("@", 1)[0]
+        if name in known:
+            continue
+        prefixed = [k for k in known if k.rpartition("/")[2] == name]
+        if "/" not in name and prefixed:
+            hints.append(
+                f"model {name!r} has no publisher; Vertex serves it as {prefixed[0]!r} "
+                f"(did you mean --model {prefixed[0]}?)"
+            )
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            hints.append(f"model {name!r} is not one batchrunner knows; did you mean {close[0]!r}?")
+    return hints
+
+
+def print_hints(hints: Iterable[str]) -> None:
+    for hint in hints:
+        print(f"batchrunner: warning: {hint}", file=sys.stderr)
