@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         RequestError,
         UsageError,
     )
-    from batchrunner.launch.run import run
+    from batchrunner.launch.run import run, run_async
     from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter, Outcome, TokenEstimate
     from batchrunner.output.read import load_results
     from batchrunner.pipeline.runner import Runner, RunSummary
@@ -97,6 +97,7 @@ __all__ = [
     "render",
     "render_summary",
     "run",
+    "run_async",
     "stats_from_files",
 ]
 
@@ -135,6 +136,7 @@ _EXPORTS = {
     "RunSummary": "batchrunner.pipeline.runner",
     "Runner": "batchrunner.pipeline.runner",
     "run": "batchrunner.launch.run",
+    "run_async": "batchrunner.launch.run",
     "RESULT_FIELDS": "batchrunner.results",
     "RESULT_SCHEMA": "batchrunner.results",
     "Result": "batchrunner.results",

@@ -25,6 +25,7 @@ ORDER = (
     "Vertex auth",
     "Flow control",
     "Cost",
+    "Half price: batch prediction",
     "Performance",
 )
 

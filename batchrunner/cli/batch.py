@@ -25,7 +25,7 @@ def add_batch_commands(sub: Any) -> None:
 
 def _auth(ns: argparse.Namespace) -> Any:
     from batchrunner.auth.tokens import build_authenticator
-    from batchrunner.batch.control import load_recorded
+    from batchrunner.batch.recorded_jobs import load_recorded
 
     load_recorded(Path(ns.output))  # no recorded run: say so before looking for credentials
     from batchrunner.config import build_config
@@ -40,7 +40,7 @@ def _auth(ns: argparse.Namespace) -> Any:
 
 
 def cmd_batch_status(ns: argparse.Namespace) -> int:
-    from batchrunner.batch.control import job_statuses
+    from batchrunner.batch.recorded_jobs import job_statuses
     from batchrunner.cli.run import setup_logging
 
     setup_logging(0)
@@ -63,7 +63,7 @@ def cmd_batch_status(ns: argparse.Namespace) -> int:
 
 
 def cmd_batch_cancel(ns: argparse.Namespace) -> int:
-    from batchrunner.batch.control import cancel_jobs
+    from batchrunner.batch.recorded_jobs import cancel_jobs
     from batchrunner.cli.run import setup_logging
 
     setup_logging(0)

@@ -269,8 +269,18 @@ def _add_batch_flags(p: Any) -> None:
     )
     b.add_argument("--storage-url", metavar="URL", help="a Cloud Storage endpoint (emulators)")
     b.add_argument("--batch-poll", type=float, metavar="SECONDS", help="first poll interval")
-    b.add_argument("--sim-batch-turnaround", type=float, metavar="SECONDS")
-    b.add_argument("--sim-batch-line-failure-rate", type=float, metavar="F")
+    b.add_argument(
+        "--sim-batch-turnaround",
+        type=float,
+        metavar="SECONDS",
+        help="--simulate: a batch job's time from created to ended (5)",
+    )
+    b.add_argument(
+        "--sim-batch-line-failure-rate",
+        type=float,
+        metavar="F",
+        help="--simulate: share of batch lines answered with a 429/500 status (0)",
+    )
 
 
 def _batch_options(ns: argparse.Namespace) -> dict[str, Any]:

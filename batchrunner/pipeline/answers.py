@@ -130,7 +130,8 @@ def rejection(
             f"the answer hit the token limit ({text}, finish_reason length); "
             f"{EMPTY_TRUNCATED_ADVICE}",
         )
-    if "empty" in fail_on and empty:
+    # A filtered answer is empty by design: it counts as ``content_filter``, not ``empty``.
+    if "empty" in fail_on and empty and finish_reason != "content_filter":
         if finish_reason == "length":
             why = f"the token limit was spent before any text; {EMPTY_TRUNCATED_ADVICE}"
         else:

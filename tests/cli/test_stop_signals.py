@@ -87,7 +87,7 @@ def _rerun_gives_every_id_once(command: list[str], out: Path, log: str = "") -> 
     assert done.returncode == 0, done.stderr[-2000:]
     promised = re.search(r"the next run sends the ([\d,]+) requests not yet done", log)
     if promised is not None:
-        already = re.search(r"([\d,]+) requests were already done", done.stderr)
+        already = re.search(r"([\d,]+) (?:requests were )?already done", done.stderr)
         skipped = int(already.group(1).replace(",", "")) if already else 0
         assert int(promised.group(1).replace(",", "")) == ROWS - skipped
     ids = _ids(out)

@@ -144,6 +144,8 @@ async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Simulator]:
 async def run(sim: Simulator, tmp_path: Path, **kwargs: Any) -> RunSummary:
     kwargs.setdefault("input", tmp_path / "in.jsonl")
     kwargs.setdefault("output", tmp_path / "out.jsonl")
+    # Every answer is billed, an empty one too: these runs count cost, not answers.
+    kwargs.setdefault("fail_on", frozenset())
     config = RunConfig(**kwargs)
     limiter = LocalLimiter(
         LimitConfig(max_concurrency=config.concurrency, pause_base_s=0.01, pause_cap_s=0.05)

@@ -72,7 +72,16 @@ async def run(sim: Simulator, tmp_path: Path, **kwargs: Any) -> RunSummary:
 
 
 def prompts(ids: list[int]) -> list[dict[str, Any]]:
-    return [{"id": f"q{i}", "prompt": f"question number {i}?", "max_tokens": 8} for i in ids]
+    # No thinking, so each short answer has text: only the blocked prompts end in error.
+    return [
+        {
+            "id": f"q{i}",
+            "prompt": f"question number {i}?",
+            "max_tokens": 8,
+            "reasoning_effort": "minimal",
+        }
+        for i in ids
+    ]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
