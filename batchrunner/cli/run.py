@@ -17,6 +17,7 @@ from batchrunner.config import FAIL_ON_KINDS, READ_SUFFIXES, WRITE_SUFFIXES, suf
 from batchrunner.errors import ConfigError
 
 if TYPE_CHECKING:
+    from batchrunner.pipeline.dryrun import EstimateComparison
     from batchrunner.pipeline.runner import RunSummary
     from batchrunner.pipeline.stop_signals import StopSignals
 
@@ -481,6 +482,7 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
         )
     if summary.duplicates:
         notes.append(f"{summary.duplicates:,} input rows had a duplicate id and were skipped")
+    notes += [_estimate_line(e) for e in summary.estimates]
     for note in notes:
         print(f"batchrunner: {note}", file=sys.stderr)
     if config.summary_path is not None:
@@ -525,6 +527,15 @@ def _requests_left(output: Path, input_path: Path, models: int, config: Any) -> 
     except (OSError, BatchRunnerError):
         return None
     return max(0, total - done)
+
+
+def _estimate_line(e: EstimateComparison) -> str:
+    """How far the dry run's estimate for this run's answers was from their cost."""
+    ratio = f": {e.actual_usd / e.estimated_usd:.2f}× the estimate" if e.estimated_usd else ""
+    return (
+        f"{e.model}: {e.requests:,} answers cost ${e.actual_usd:,.4f}; the dry run's "
+        f"estimate for them was ${e.estimated_usd:,.4f}, from {e.basis}{ratio}"
+    )
 
 
 def _nothing_to_send(summary: RunSummary, output: Path) -> str:

@@ -16,10 +16,11 @@ from batchrunner.input.bodies import RowProblem, requests_for
 from batchrunner.input.readers import BadRow
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.read import load_results
-from batchrunner.results import Usage
+from batchrunner.results import RequestSpec, Result, Usage
 from batchrunner.stats.pricing import FLEX, PRIORITY, PROVISIONED, PriceTable
 
 ASSUMED_OUTPUT_TOKENS = 256
+HISTORY_ROWS = 100_000  # rows of OUTPUT read for its answers' mean sizes
 
 
 @dataclass(slots=True)
@@ -31,6 +32,20 @@ class ModelEstimate:
     cost_usd: float | None = 0.0
     reasoning_tokens: int = 0  # the part of output_tokens expected to be reasoning
     basis: str = "assumed"  # where the output figure comes from
+    answer: tuple[int, int] = (0, 0)  # per answer: (output incl. reasoning, reasoning)
+
+    def add(self, spec: RequestSpec) -> None:
+        """Count one request at this model's per-answer figures, capped by its max_tokens."""
+        answer, reasoning = self.answer
+        self.requests += 1
+        self.input_tokens += spec.input_tokens
+        if spec.max_output_tokens is not None:
+            self.capped_requests += 1
+            self.output_tokens += min(spec.max_output_tokens, answer)
+            self.reasoning_tokens += min(spec.max_output_tokens, reasoning)
+        else:
+            self.output_tokens += answer
+            self.reasoning_tokens += reasoning
 
 
 @dataclass(slots=True)
@@ -55,7 +70,6 @@ def estimate(
     """
     result = DryRunEstimate(assumed_output_tokens=assumed_output_tokens, shard=config.shard)
     history = _history(config)
-    per_answer: dict[str, tuple[int, int]] = {}  # model -> (output incl. reasoning, reasoning)
     for row in read_shard_rows(config.input, config.fields, config.shard):
         result.rows += 1
         if isinstance(row, BadRow):
@@ -73,35 +87,96 @@ def estimate(
         for spec in specs:
             m = result.models.get(spec.model)
             if m is None:
-                m = result.models[spec.model] = ModelEstimate()
-                per_answer[spec.model] = _per_answer(
-                    spec.model, prices, history, assumed_output_tokens, m
+                m = result.models[spec.model] = _model_estimate(
+                    spec.model, prices, history, assumed_output_tokens
                 )
-            answer, reasoning = per_answer[spec.model]
-            m.requests += 1
-            m.input_tokens += spec.input_tokens
-            if spec.max_output_tokens is not None:
-                m.capped_requests += 1
-                m.output_tokens += min(spec.max_output_tokens, answer)
-                m.reasoning_tokens += min(spec.max_output_tokens, reasoning)
-            else:
-                m.output_tokens += answer
-                m.reasoning_tokens += reasoning
+            m.add(spec)
     for model, m in result.models.items():
-        m.cost_usd = prices.cost(
-            model,
-            Usage(
-                prompt_tokens=m.input_tokens,
-                completion_tokens=m.output_tokens,
-                reasoning_tokens=None,
-                cached_tokens=None,
-                total_tokens=m.input_tokens + m.output_tokens,
-                traffic_type=PROVISIONED
-                if config.provisioned == "only"
-                else {"flex": FLEX, "priority": PRIORITY}.get(config.tier_of(model)),
-            ),
-        )
+        m.cost_usd = _cost(config, prices, model, m)
     return result
+
+
+def _model_estimate(
+    model: str, prices: PriceTable, history: dict[str, tuple[int, int, int]], assumed: int
+) -> ModelEstimate:
+    m = ModelEstimate()
+    m.answer = _per_answer(model, prices, history, assumed, m)
+    return m
+
+
+def _cost(config: RunConfig, prices: PriceTable, model: str, m: ModelEstimate) -> float | None:
+    """The estimate's cost at the tier the run asks for."""
+    return prices.cost(
+        model,
+        Usage(
+            prompt_tokens=m.input_tokens,
+            completion_tokens=m.output_tokens,
+            reasoning_tokens=None,
+            cached_tokens=None,
+            total_tokens=m.input_tokens + m.output_tokens,
+            traffic_type=PROVISIONED
+            if config.provisioned == "only"
+            else {"flex": FLEX, "priority": PRIORITY}.get(config.tier_of(model)),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class EstimateComparison:
+    """What the dry run would have said a model's answered requests cost, and what they did."""
+
+    model: str
+    requests: int
+    estimated_usd: float
+    actual_usd: float
+    basis: str  # where the estimate's output figure came from
+
+
+class EstimateCheck:
+    """Tallies, as a run goes, the dry run's estimate for the requests it got answers for.
+
+    The end-of-run summary sets it beside their real cost, so a nightly job learns how far
+    its plan was off; the estimate's figures are fixed when the run starts (OUTPUT's own
+    answers before the run, else the model's reasoning prior).
+    """
+
+    __slots__ = ("_actual", "_config", "_history", "_models", "_prices")
+
+    def __init__(
+        self, config: RunConfig, prices: PriceTable, history: dict[str, tuple[int, int, int]]
+    ) -> None:
+        self._config = config
+        self._prices = prices
+        self._history = history
+        self._models: dict[str, ModelEstimate] = {}
+        self._actual: dict[str, float] = {}
+
+    @classmethod
+    def for_run(cls, config: RunConfig, prices: PriceTable) -> EstimateCheck:
+        """Blocking (reads a sample of OUTPUT): call it off the event loop."""
+        return cls(config, prices, _history(config))
+
+    def add(self, spec: RequestSpec, result: Result) -> None:
+        if result.cost_usd is None or result.status != "ok":
+            return
+        m = self._models.get(spec.model)
+        if m is None:
+            m = self._models[spec.model] = _model_estimate(
+                spec.model, self._prices, self._history, ASSUMED_OUTPUT_TOKENS
+            )
+        m.add(spec)
+        self._actual[spec.model] = self._actual.get(spec.model, 0.0) + result.cost_usd
+
+    def comparisons(self) -> tuple[EstimateComparison, ...]:
+        out = []
+        for model in sorted(self._models):
+            m = self._models[model]
+            estimated = _cost(self._config, self._prices, model, m)
+            if estimated is not None:
+                out.append(
+                    EstimateComparison(model, m.requests, estimated, self._actual[model], m.basis)
+                )
+        return tuple(out)
 
 
 def _history(config: RunConfig) -> dict[str, tuple[int, int, int]]:
@@ -110,7 +185,10 @@ def _history(config: RunConfig) -> dict[str, tuple[int, int, int]]:
     if config.restart or not config.output.is_file():
         return sums
     columns = ["id", "model", "status", "completion_tokens", "reasoning_tokens"]
-    for r in load_results([config.output], columns=columns):
+    # A mean needs a sample, not a 100-million-row pass: the first HISTORY_ROWS answers.
+    for seen, r in enumerate(load_results([config.output], columns=columns)):
+        if seen >= HISTORY_ROWS:
+            break
         if r.status != "ok" or r.completion_tokens is None:
             continue
         n, out, reasoning = sums.get(r.model, (0, 0, 0))

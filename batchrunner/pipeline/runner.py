@@ -49,6 +49,7 @@ from batchrunner.output.resume import (
 )
 from batchrunner.output.writers import ResultWriter, open_writer
 from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.dryrun import EstimateCheck, EstimateComparison
 from batchrunner.pipeline.producer import READ_CHUNK, Producer
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
 from batchrunner.pipeline.run_control import RunControl
@@ -85,6 +86,8 @@ class RunSummary:
     fatal: str | None  # the one-line reason of an abort
     budget_spent: bool = False  # stopped because the job's --max-cost is spent
     earlier_spent_usd: float = 0.0  # what earlier runs into OUTPUT spent (their rows)
+    # per model, the dry run's estimate for this run's answered requests beside their cost
+    estimates: tuple[EstimateComparison, ...] = ()
 
     @property
     def exit_status(self) -> int:
@@ -130,6 +133,7 @@ class Runner:
         self.counters = Counters()
         self.stats = RunStats()
         self._control = RunControl()
+        self._estimates: EstimateCheck | None = None  # set once the run knows its prices
         self._producer: Producer | None = None
         # "starting" until requests may flow, "sending", then "finishing" (the final commit
         # and compaction): what a stop signal can still do depends on it.
@@ -231,6 +235,7 @@ class Runner:
             )
         )
         state, writer = await anyio.to_thread.run_sync(self._open_output)
+        self._estimates = await anyio.to_thread.run_sync(EstimateCheck.for_run, cfg, prices)
         started = time.monotonic()
         clean = False
         try:
@@ -292,6 +297,7 @@ class Runner:
             fatal=self._control.fatal,
             budget_spent=budget_spent,
             earlier_spent_usd=state.spent_usd,
+            estimates=() if self._estimates is None else self._estimates.comparisons(),
         )
 
     def _open_output(self) -> tuple[ResumeState, ResultWriter]:
@@ -381,6 +387,7 @@ class Runner:
         self, sender: Sender, specs: WorkQueue[RequestSpec], results: ResultBuffer[Result]
     ) -> None:
         control = self._control
+        estimates = self._estimates
         while True:
             try:
                 spec = await specs.get()
@@ -408,6 +415,8 @@ class Runner:
                 self.counters.errors -= 1
                 continue
             control.answered(result)
+            if estimates is not None:
+                estimates.add(spec, result)
             if not results.add(result):
                 await results.add_wait(result)
 

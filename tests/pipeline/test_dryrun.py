@@ -96,3 +96,28 @@ def test_the_estimate_learns_from_the_answers_output_already_holds(tmp_path: Pat
     assert m.output_tokens == m.requests * 2000
     assert m.reasoning_tokens == m.requests * 1600
     assert m.basis == "2 answers in OUTPUT"
+
+
+def test_the_run_summary_sets_the_dry_runs_estimate_beside_what_the_answers_cost(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(
+        b"".join(orjson.dumps({"id": f"q{i}", "prompt": "x " * (i + 1)}) + b"\n" for i in range(40))
+    )
+    out = tmp_path / "out.parquet"
+    args = [sys.executable, "-m", "batchrunner", "run", str(source), "-o", str(out)]
+    args += ["--simulate", "--sim-latency", "zero", "--progress", "off", "--fail-on", "none"]
+    planned = estimate(
+        build_config({"input": str(source), "output": str(out)}, env={}), PriceTable.default()
+    )
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line = next(x for x in done.stderr.splitlines() if "the dry run's estimate" in x)
+    model, m = next(iter(planned.models.items()))
+    assert line.startswith(f"batchrunner: {model}: 40 answers cost $")
+    assert m.cost_usd is not None and f"estimate for them was ${m.cost_usd:,.4f}" in line
+    actual = sum(pq.read_table(out, columns=["cost_usd"]).column("cost_usd").to_pylist())
+    assert f"answers cost ${actual:,.4f}" in line
+    ratio = float(line.rsplit(": ", 1)[1].removesuffix("× the estimate"))
+    assert ratio == pytest.approx(actual / m.cost_usd, abs=0.01)
