@@ -19,8 +19,10 @@ from batchrunner.auth.tokens import StaticAuthenticator
 from batchrunner.config import RequestLimits, RunConfig, Secret, build_config, max_input_tokens
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.limits.local import LimitConfig, LocalLimiter
+from batchrunner.pipeline.dryrun import estimate
 from batchrunner.pipeline.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
+from batchrunner.stats.pricing import PriceTable
 
 pytestmark = pytest.mark.anyio
 
@@ -205,3 +207,16 @@ def test_a_bad_slack_flag_is_a_usage_error(tmp_path: Path, value: str) -> None:
     )
     assert proc.returncode == 2
     assert "--input-limit-slack" in proc.stderr
+
+
+def test_a_dry_run_counts_a_refused_request_and_still_estimates_the_others(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.jsonl"
+    rows = [{"id": "long", "prompt": LONG_PROMPT}, {"id": "short", "prompt": "hi"}]
+    source.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    options = {"input": str(source), "models": [GPT_OSS, GEMINI], "dry_run": True}
+    est = estimate(build_config(options, env={}), PriceTable.default())
+    assert est.bad_rows == 1
+    assert "past openai/gpt-oss-120b-maas's 131,072-token input limit" in est.problems[0]
+    assert (est.models[GPT_OSS].requests, est.models[GEMINI].requests) == (1, 2)
