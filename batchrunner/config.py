@@ -56,6 +56,62 @@ def model_family(model: str) -> str:
     return "vllm"
 
 
+# --- what one request may carry: Vertex's body size and each model's input limit ----------
+
+#: Vertex refuses a request whose inline data is past 20 MB (Gemini on Vertex docs, the
+#: inline-data limits of the image/document understanding pages: larger inputs go by Cloud
+#: Storage URI); ``--max-request-mb``. MB here is 1,000,000 bytes.
+MAX_REQUEST_MB: Final = 20.0
+#: A prompt is refused before sending only when its estimate (about 4 characters a token)
+#: is past the model's input limit times this; a borderline one still goes to the server,
+#: which counts exactly. ``--input-limit-slack``.
+INPUT_LIMIT_SLACK: Final = 1.25
+#: Input (context) limits in tokens, by bare model id (publisher prefix dropped).
+#: - Gemini 2.5 Pro / Flash / Flash-Lite and 2.0 Flash: 1,048,576 input tokens (Google's
+#:   model pages, cloud.google.com/vertex-ai/generative-ai/docs/models/gemini/2-5-flash etc.,
+#:   "Maximum input tokens").
+#: - gpt-oss 120b / 20b MaaS: 131,072 tokens, the figure in Vertex's own 400 ("The input
+#:   token count (N) exceeds the maximum number of tokens allowed (131072).") and the
+#:   Vertex MaaS model page's context window.
+#: A model not listed gets no token check (the 20 MB body check still applies).
+MAX_INPUT_TOKENS: Final = MappingProxyType(
+    {
+        "gemini-2.5-pro": 1_048_576,
+        "gemini-2.5-flash": 1_048_576,
+        "gemini-2.5-flash-lite": 1_048_576,
+        "gemini-2.0-flash": 1_048_576,
+        "gpt-oss-120b-maas": 131_072,
+        "gpt-oss-20b-maas": 131_072,
+    }
+)
+_VERSION_SUFFIX = re.compile(r"-\d{3}$")  # gemini-2.0-flash-001
+
+
+@functools.lru_cache(maxsize=256)
+def max_input_tokens(model: str) -> int | None:
+    """The model's input limit in tokens from ``MAX_INPUT_TOKENS``; None when not known."""
+    bare = model.strip().lower().rpartition("/")[2]
+    limit = MAX_INPUT_TOKENS.get(bare)
+    if limit is None:
+        limit = MAX_INPUT_TOKENS.get(_VERSION_SUFFIX.sub("", bare))
+    return limit
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    """What a request may carry before it is sent; past either, the row is ``bad_input``."""
+
+    max_request_bytes: int = int(MAX_REQUEST_MB * 1_000_000)
+    # refuse a prompt whose estimate is past (model's input limit x slack); None: no check
+    input_limit_slack: float | None = INPUT_LIMIT_SLACK
+
+    def __post_init__(self) -> None:
+        if self.max_request_bytes < 1:
+            raise ConfigError("--max-request-mb must be positive")
+        if self.input_limit_slack is not None and not self.input_limit_slack > 0:
+            raise ConfigError("--input-limit-slack must be positive (or 'off')")
+
+
 # --- secrets: API keys and tokens travel wrapped, and never show themselves --------------
 
 _PLACEHOLDER: Final = "Secret('***')"
@@ -281,6 +337,7 @@ class RunConfig:
     # what is sent
     fields: InputFields = field(default_factory=InputFields)
     request: RequestDefaults = field(default_factory=RequestDefaults)
+    limits: RequestLimits = field(default_factory=RequestLimits)
     # flow control
     concurrency: int = 64
     rpm: float | None = None
@@ -397,6 +454,8 @@ _SCALARS: dict[str, str] = {
     "part_rows": "part_rows",
     "index_memory_mb": "index_memory_mb",
 }
+# Job-file keys read into RequestLimits (not RunConfig fields of their own).
+_LIMITS = frozenset({"max_request_mb", "input_limit_slack"})
 _TABLES = frozenset({"params", "google", "fields", "simulate", "auth", "tiers"})
 _LISTS = frozenset({"models", "model"})
 _REQUEST = frozenset({"system", "stream"})
@@ -419,6 +478,7 @@ _JOB_TYPES: dict[str, str] = {
     **{k: _NUM for k in ("batch_poll_seconds", "index_memory_mb")},
     "keep_staging": _BOOL,
     "part_rows": _INT,
+    "max_request_mb": _NUM,
     **{k: _TABLE for k in _TABLES},
     "params.max_tokens": _INT,
     "params.max_completion_tokens": _INT,
@@ -486,7 +546,7 @@ def load_job_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{p}: cannot read job file ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML ({exc})") from None
-    allowed = set(_SCALARS) | _TABLES | _LISTS | _REQUEST | _OTHER
+    allowed = set(_SCALARS) | _TABLES | _LISTS | _REQUEST | _OTHER | _LIMITS
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"{p}: unknown job-file key(s): {', '.join(unknown)}")
@@ -594,6 +654,7 @@ def build_config(
         values["timeout_s"] = FLEX_TIMEOUT_S
         values.setdefault("max_row_s", 3 * FLEX_TIMEOUT_S)
     values["request"] = _request(merged)
+    values["limits"] = _limits(merged)
     values["auth"] = _auth(merged.get("auth") or {}, env)
     sim = merged.get("simulate")
     if sim:
@@ -672,6 +733,19 @@ def _request(merged: Mapping[str, Any]) -> RequestDefaults:
         params=params,
         google=google,
         stream=bool(merged.get("stream", False)),
+    )
+
+
+def _limits(merged: Mapping[str, Any]) -> RequestLimits:
+    mb = _number("max_request_mb", merged.get("max_request_mb"), float)
+    if mb is not None and not mb > 0:
+        raise ConfigError("--max-request-mb must be positive")
+    slack = merged.get("input_limit_slack", INPUT_LIMIT_SLACK)
+    if isinstance(slack, str) and slack.strip().lower() in ("off", "none"):
+        slack = None
+    return RequestLimits(
+        max_request_bytes=int((MAX_REQUEST_MB if mb is None else mb) * 1_000_000),
+        input_limit_slack=_number("input_limit_slack", slack, float),
     )
 
 

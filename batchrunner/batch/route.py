@@ -43,7 +43,7 @@ from batchrunner.batch.state import BatchState, StagedFile
 from batchrunner.batch.translate import Untranslatable, batch_line, model_path
 from batchrunner.config import RunConfig, model_family
 from batchrunner.errors import ConfigError, OutputError
-from batchrunner.input.bodies import RowProblem, requests_for, row_models
+from batchrunner.input.bodies import OversizedRequest, RowProblem, requests_for, row_models
 from batchrunner.input.readers import BadRow, InputRow, check_input
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.durable import remove_quietly
@@ -297,6 +297,13 @@ class BatchRoute:
                 continue
             try:
                 specs = requests_for(cfg, row)
+            except OversizedRequest as exc:
+                bad.extend(
+                    self._bad_row(row, m, problem)
+                    for m, problem in exc.refused
+                    if not self._is_done(row.id, m)
+                )
+                specs = list(exc.specs)
             except RowProblem as exc:
                 bad.extend(self._bad_rows(row, str(exc)))
                 continue
@@ -546,7 +553,11 @@ class BatchRoute:
         for row in read_shard_rows(self.config.input, self.config.fields, self.config.shard):
             if row.id not in wanted or isinstance(row, BadRow):
                 continue
-            for spec in requests_for(self.config, row):
+            try:
+                specs = requests_for(self.config, row)
+            except OversizedRequest as exc:  # refused for another model when first sent
+                specs = list(exc.specs)
+            for spec in specs:
                 if spec.model == staged.model:
                     body = orjson.loads(spec.body)
                     pending.lines.append(orjson.dumps(batch_line(spec.model, spec.id, body)))

@@ -42,6 +42,19 @@ def _param(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def _slack(text: str) -> float | str:
+    """``--input-limit-slack``: a positive factor, or ``off``."""
+    if text.strip().lower() == "off":
+        return "off"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive (or 'off'), got {text!r}")
+    return value
+
+
 def add_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
@@ -152,6 +165,21 @@ def add_run(sub: Any) -> None:
         metavar="KINDS",
         help="answers that count as error rows, comma-separated from "
         f"{', '.join(FAIL_ON_KINDS)}, or none (default: empty)",
+    )
+    r.add_argument(
+        "--max-request-mb",
+        type=float,
+        metavar="MB",
+        help="a request body past this many MB is not sent: its row becomes bad_input "
+        "(default 20, what Vertex accepts inline)",
+    )
+    r.add_argument(
+        "--input-limit-slack",
+        type=_slack,
+        metavar="X|off",
+        help="a prompt estimated (~4 characters a token) past the model's input limit "
+        "times X is not sent: its row becomes bad_input (default 1.25; off: let the "
+        "server decide)",
     )
     f = p.add_argument_group("flow control")
     f.add_argument("--concurrency", type=positive_int, help="max requests in flight (default 64)")
@@ -372,6 +400,8 @@ def _run_options(ns: argparse.Namespace) -> dict[str, Any]:
         "prices": ns.prices,
         "shard": ns.shard,
         "shard_count": ns.shard_count,
+        "max_request_mb": ns.max_request_mb,
+        "input_limit_slack": ns.input_limit_slack,
         **_batch_options(ns),
     }
 

@@ -15,7 +15,14 @@ from typing import Any
 
 import orjson
 
-from batchrunner.config import InputFields, RequestDefaults, RunConfig, model_family
+from batchrunner.config import (
+    InputFields,
+    RequestDefaults,
+    RequestLimits,
+    RunConfig,
+    max_input_tokens,
+    model_family,
+)
 from batchrunner.input.families import ParamConflict, fit_to_family
 from batchrunner.input.readers import InputRow
 from batchrunner.results import RequestSpec
@@ -57,6 +64,44 @@ TOKENS_PER_MESSAGE = 4
 
 class RowProblem(ValueError):
     """An input row that cannot become a request; the message names what is wrong."""
+
+
+class OversizedRequest(RowProblem):
+    """Some of a row's requests are too large to send; the others are in ``specs``.
+
+    ``refused`` pairs each refused model with what is wrong. A caller that treats this as
+    any ``RowProblem`` refuses the whole row, which is safe but refuses more than needed.
+    """
+
+    def __init__(
+        self, refused: Sequence[tuple[str, str]], specs: Sequence[RequestSpec] = ()
+    ) -> None:
+        super().__init__("; ".join(problem for _, problem in refused))
+        self.refused = tuple(refused)
+        self.specs = tuple(specs)
+
+
+def size_problem(
+    model: str, input_tokens: int, body_bytes: int, limits: RequestLimits
+) -> str | None:
+    """Why a request is too large to send (its encoded size, then its estimate), or None.
+
+    Only compares numbers: it costs nothing measurable per row.
+    """
+    if body_bytes > limits.max_request_bytes:
+        return (
+            f"request body is {body_bytes / 1e6:.1f} MB, over the "
+            f"{limits.max_request_bytes / 1e6:g} MB Vertex accepts (--max-request-mb)"
+        )
+    slack = limits.input_limit_slack
+    if slack is not None:
+        limit = max_input_tokens(model)
+        if limit is not None and input_tokens > limit * slack:
+            return (
+                f"prompt is about {input_tokens:,} tokens (estimated), past {model}'s "
+                f"{limit:,}-token input limit (--input-limit-slack {slack:g})"
+            )
+    return None
 
 
 def estimate_text_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -194,8 +239,14 @@ def build_requests(
     models: Sequence[str],
     default_model: str,
     defaults: RequestDefaults,
+    limits: RequestLimits | None = None,
 ) -> list[RequestSpec]:
-    """The requests for one row, one per model. Raises ``RowProblem`` for an unusable row."""
+    """The requests for one row, one per model. Raises ``RowProblem`` for an unusable row.
+
+    A request past ``limits`` (the body's size, the model's input limit) is not built;
+    ``OversizedRequest`` then names it and carries the row's other requests.
+    """
+    limits = _NO_LIMITS if limits is None else limits
     messages = _messages(row, fields, defaults.system)
     params = dict(defaults.params)
     params.update(row_params(row, fields))
@@ -214,6 +265,7 @@ def build_requests(
         else None
     )
     specs = []
+    refused: list[tuple[str, str]] = []
     for model in row_models(row, fields, models, default_model):
         family = model_family(model)
         body: dict[str, Any] = {"model": model, "messages": messages, **params}
@@ -231,6 +283,10 @@ def build_requests(
                 "include_usage": True,
             }
         encoded = _encode(body)
+        problem = size_problem(model, input_tokens, len(encoded), limits)
+        if problem is not None:
+            refused.append((model, problem))
+            continue
         specs.append(
             RequestSpec(
                 row.index,
@@ -244,7 +300,12 @@ def build_requests(
                 json_format,
             )
         )
+    if refused:
+        raise OversizedRequest(refused, specs)
     return specs
+
+
+_NO_LIMITS = RequestLimits(max_request_bytes=2**62, input_limit_slack=None)
 
 
 def _encode(body: dict[str, Any]) -> bytes:
@@ -273,4 +334,5 @@ def requests_for(config: RunConfig, row: InputRow) -> list[RequestSpec]:
         models=config.models,
         default_model=config.default_model,
         defaults=config.request,
+        limits=config.limits,
     )

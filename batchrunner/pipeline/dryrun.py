@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from batchrunner.config import RunConfig
-from batchrunner.input.bodies import RowProblem, requests_for
+from batchrunner.input.bodies import OversizedRequest, RowProblem, requests_for
 from batchrunner.input.readers import BadRow
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.read import load_results
@@ -79,6 +79,11 @@ def estimate(
             continue
         try:
             specs = requests_for(config, row)
+        except OversizedRequest as exc:
+            result.bad_rows += 1  # refused for some models, sent to the others
+            if len(result.problems) < 5:
+                result.problems.append(f"{row.where}: {exc}")
+            specs = list(exc.specs)
         except RowProblem as exc:
             result.bad_rows += 1
             if len(result.problems) < 5:

@@ -17,7 +17,7 @@ from typing import Protocol
 import anyio
 
 from batchrunner.config import RunConfig
-from batchrunner.input.bodies import RowProblem, requests_for, row_models
+from batchrunner.input.bodies import OversizedRequest, RowProblem, requests_for, row_models
 from batchrunner.input.readers import BadRow, InputRow
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.idset import IdSet
@@ -101,6 +101,11 @@ class Producer:
                         continue
                     try:
                         built = requests_for(cfg, row)
+                    except OversizedRequest as exc:
+                        # too large for some models: refused before sending; the rest go
+                        for model, problem in exc.refused:
+                            await self._reject(row, problem, results, models=[model])
+                        built = list(exc.specs)
                     except RowProblem as exc:
                         await self._reject(row, str(exc), results)
                         continue
@@ -123,19 +128,18 @@ class Producer:
             seen.close()
 
     async def _reject(
-        self, row: InputRow | BadRow, problem: str, results: ResultBuffer[Result]
+        self,
+        row: InputRow | BadRow,
+        problem: str,
+        results: ResultBuffer[Result],
+        models: list[str] | None = None,
     ) -> None:
-        """An error row for each model the row was meant for (unless already final)."""
+        """An error row for each of ``models`` (default: every model the row was meant for),
+        unless already final."""
         cfg = self.config
         state = self._state
-        models: list[str]
-        if isinstance(row, InputRow):
-            try:
-                models = row_models(row, cfg.fields, cfg.models, cfg.default_model)
-            except RowProblem:
-                models = list(cfg.models) or [cfg.default_model]
-        else:
-            models = list(cfg.models) or [cfg.default_model]
+        if models is None:
+            models = self._models_of(row)
         now = utc_now()
         for model in models:
             if state.is_done(row.id, model, retry_failed=cfg.retry_failed):
@@ -154,6 +158,16 @@ class Producer:
                     finished_at=now,
                 )
             )
+
+    def _models_of(self, row: InputRow | BadRow) -> list[str]:
+        """The models a row was meant for, as far as it can tell."""
+        cfg = self.config
+        if isinstance(row, InputRow):
+            try:
+                return row_models(row, cfg.fields, cfg.models, cfg.default_model)
+            except RowProblem:
+                pass
+        return list(cfg.models) or [cfg.default_model]
 
     def _over_budget(self) -> bool:
         """Whether the job's budget is spent: earlier runs' rows, this run's, and in flight."""
