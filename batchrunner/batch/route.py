@@ -42,16 +42,16 @@ from batchrunner.batch.staging import Staging, join_uri
 from batchrunner.batch.state import BatchState, StagedFile
 from batchrunner.batch.translate import Untranslatable, batch_line, model_path
 from batchrunner.config import RunConfig, model_family
-from batchrunner.errors import ConfigError, OutputError
+from batchrunner.errors import ConfigError
 from batchrunner.input.bodies import OversizedRequest, RowProblem, requests_for, row_models
-from batchrunner.input.readers import BadRow, InputRow, check_input
+from batchrunner.input.readers import BadRow, InputRow, bad_input_result, check_input
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.durable import remove_quietly
 from batchrunner.output.idset import IdSet
-from batchrunner.output.ondisk import batch_dir, batch_state_path, key_of
-from batchrunner.output.resume import ResumeState, check_identity, load_resume_state, run_identity
-from batchrunner.output.writers import ResultWriter, open_writer
-from batchrunner.results import RequestSpec, Result, Usage, utc_now
+from batchrunner.output.keyindex import remove_index_dir
+from batchrunner.output.ondisk import batch_dir, batch_state_path, index_dir, key_of
+from batchrunner.output.opening import open_run_output
+from batchrunner.results import RequestSpec, Result, Usage
 from batchrunner.stats.pricing import PriceTable
 from batchrunner.stats.run_stats import RunStats, StatsSnapshot
 
@@ -162,7 +162,7 @@ class BatchRoute:
         cfg = self.config
         started = self._clock()
         await anyio.to_thread.run_sync(check_input, cfg.input)
-        resume, writer = await anyio.to_thread.run_sync(self._open_output)
+        resume, writer = await anyio.to_thread.run_sync(open_run_output, self.config)
         self._resume = resume
         self._writer = writer
         jobs = JobsApi(
@@ -189,6 +189,8 @@ class BatchRoute:
                 raise _first(group) from None
             clean = True
         finally:
+            resume.close()
+            remove_index_dir(index_dir(cfg.output))
             with anyio.CancelScope(shield=True):
                 await jobs.aclose()
                 await anyio.to_thread.run_sync(self._finish_writer, clean)
@@ -210,20 +212,6 @@ class BatchRoute:
             stopped=stopped,
             wall_s=wall,
         )
-
-    def _open_output(self) -> tuple[ResumeState, ResultWriter]:
-        cfg = self.config
-        try:
-            check_identity(cfg.output, run_identity(cfg), restart=cfg.restart)
-            writer = open_writer(cfg.output, restart=cfg.restart)
-            try:
-                state = ResumeState() if cfg.restart else load_resume_state(cfg.output)
-            except BaseException:
-                writer.abort()
-                raise
-            return state, writer
-        except OutputError as exc:
-            raise ConfigError(str(exc)) from None
 
     def _load_state(self) -> BatchState:
         out = self.config.output
@@ -338,17 +326,7 @@ class BatchRoute:
 
     def _bad_row(self, row: InputRow | BadRow, model: str, problem: str) -> Result:
         self._bad += 1
-        now = utc_now()
-        return Result(
-            id=row.id,
-            model=model,
-            status="error",
-            row=row.index,
-            error_type="bad_input",
-            error_message=f"{row.where}: {problem}",
-            started_at=now,
-            finished_at=now,
-        )
+        return bad_input_result(row, model, problem)
 
     def _record_files(
         self, state: BatchState, model: str, pending: _Pending, round_: int

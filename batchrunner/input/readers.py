@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from batchrunner.config import READ_SUFFIXES, InputFields, file_format, suffixes
 from batchrunner.errors import InputFileError
+from batchrunner.results import Result, utc_now
 
 _DEFAULT_FIELDS = InputFields()
 
@@ -256,3 +257,18 @@ def _row_groups(pf: pq.ParquetFile, select: RowSelection | None) -> Iterator[tup
                 continue
         yield group, first
         first = end
+
+
+def bad_input_result(row: InputRow | BadRow, model: str, problem: str) -> Result:
+    """The ``error`` row of an input row that cannot be sent to ``model``, naming where it is."""
+    now = utc_now()
+    return Result(
+        id=row.id,
+        model=model,
+        status="error",
+        row=row.index,
+        error_type="bad_input",
+        error_message=f"{row.where}: {problem}",
+        started_at=now,
+        finished_at=now,
+    )

@@ -18,7 +18,7 @@ import anyio
 
 from batchrunner.config import RunConfig
 from batchrunner.input.bodies import OversizedRequest, RowProblem, requests_for, row_models
-from batchrunner.input.readers import BadRow, InputRow
+from batchrunner.input.readers import BadRow, InputRow, bad_input_result
 from batchrunner.input.shards import read_shard_rows
 from batchrunner.output.idset import IdSet
 from batchrunner.output.keyindex import DEFAULT_MEMORY_BYTES
@@ -26,7 +26,7 @@ from batchrunner.output.ondisk import key_of
 from batchrunner.output.resume import ResumeState
 from batchrunner.pipeline.counters import Counters
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
-from batchrunner.results import RequestSpec, Result, utc_now
+from batchrunner.results import RequestSpec, Result
 
 __all__ = ["Producer"]
 
@@ -140,24 +140,12 @@ class Producer:
         state = self._state
         if models is None:
             models = self._models_of(row)
-        now = utc_now()
         for model in models:
             if state.is_done(row.id, model, retry_failed=cfg.retry_failed):
                 self.counters.skipped += 1
                 continue
             self.counters.bad_rows += 1
-            await results.add_wait(
-                Result(
-                    id=row.id,
-                    model=model,
-                    status="error",
-                    row=row.index,
-                    error_type="bad_input",
-                    error_message=f"{row.where}: {problem}",
-                    started_at=now,
-                    finished_at=now,
-                )
-            )
+            await results.add_wait(bad_input_result(row, model, problem))
 
     def _models_of(self, row: InputRow | BadRow) -> list[str]:
         """The models a row was meant for, as far as it can tell."""

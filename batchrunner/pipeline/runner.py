@@ -40,14 +40,12 @@ from batchrunner.limits.local import LimitConfig, Limiter, LocalLimiter
 from batchrunner.limits.seam import share
 from batchrunner.output.keyindex import remove_index_dir
 from batchrunner.output.ondisk import index_dir
+from batchrunner.output.opening import index_memory_bytes, open_run_output
 from batchrunner.output.resume import (
     ResumeState,
-    check_identity,
-    load_resume_state,
     record_budget_spent,
-    run_identity,
 )
-from batchrunner.output.writers import ResultWriter, open_writer
+from batchrunner.output.writers import ResultWriter
 from batchrunner.pipeline.counters import Counters
 from batchrunner.pipeline.dryrun import EstimateCheck, EstimateComparison
 from batchrunner.pipeline.producer import READ_CHUNK, Producer
@@ -96,11 +94,6 @@ class RunSummary:
         if self.stopped is not None:
             return 3
         return 1 if self.stats.total.errors or self.earlier_errors else 0
-
-
-def index_memory_bytes(config: RunConfig) -> int:
-    """Each of a run's two key indexes (ids seen, keys done) gets half of index_memory_mb."""
-    return max(1, int(config.index_memory_mb * 1024 * 1024 / 2))
 
 
 class Runner:
@@ -234,7 +227,7 @@ class Runner:
                 adaptive=cfg.adaptive,
             )
         )
-        state, writer = await anyio.to_thread.run_sync(self._open_output)
+        state, writer = await anyio.to_thread.run_sync(open_run_output, cfg)
         self._estimates = await anyio.to_thread.run_sync(EstimateCheck.for_run, cfg, prices)
         started = time.monotonic()
         clean = False
@@ -299,33 +292,6 @@ class Runner:
             earlier_spent_usd=state.spent_usd,
             estimates=() if self._estimates is None else self._estimates.comparisons(),
         )
-
-    def _open_output(self) -> tuple[ResumeState, ResultWriter]:
-        """Check the run's identity, read what OUTPUT already holds and open it for writing."""
-        cfg = self.config
-        try:
-            check_identity(cfg.output, run_identity(cfg), restart=cfg.restart)
-            # The writer takes the output's lock first, so no other run appends while we read.
-            writer = open_writer(cfg.output, restart=cfg.restart, part_rows=cfg.part_rows)
-            try:
-                # A killed run's index is stale: OUTPUT is the source of truth.
-                remove_index_dir(index_dir(cfg.output))
-                state = (
-                    ResumeState()
-                    if cfg.restart
-                    else load_resume_state(
-                        cfg.output,
-                        index_dir=index_dir(cfg.output) / "done",
-                        memory_bytes=index_memory_bytes(cfg),
-                    )
-                )
-            except BaseException:
-                writer.abort()
-                raise
-            return state, writer
-        except OutputError as exc:
-            # Nothing has been sent yet: an unusable output path is a usage error.
-            raise ConfigError(str(exc)) from None
 
     def _earlier_errors(self, state: ResumeState) -> int:
         return state.failed_count

@@ -124,7 +124,10 @@ def test_a_run_rides_out_a_token_endpoint_outage_longer_than_its_tokens_live(
     source = tmp_path / "in.jsonl"
     source.write_bytes(
         b"".join(
-            orjson.dumps({"id": f"r{i}", "prompt": f"q{i}", "max_tokens": 16}) + b"\n"
+            orjson.dumps(
+                {"id": f"r{i}", "prompt": f"q{i}", "max_tokens": 16, "reasoning_effort": "minimal"}
+            )
+            + b"\n"
             for i in range(ROWS)
         )
     )
