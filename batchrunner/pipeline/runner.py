@@ -47,7 +47,8 @@ from batchrunner.output.resume import (
     run_identity,
 )
 from batchrunner.output.writers import ResultWriter, open_writer
-from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.counters import Counters, LaneCounts
+from batchrunner.pipeline.lanes import lane_models
 from batchrunner.pipeline.producer import READ_CHUNK, Producer
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
 from batchrunner.pipeline.run_control import RunControl
@@ -129,7 +130,7 @@ class Runner:
         self.counters = Counters()
         self.stats = RunStats()
         self._control = RunControl()
-        self._producer: Producer | None = None
+        self._producers: list[Producer] = []
         # "starting" until requests may flow, "sending", then "finishing" (the final commit
         # and compaction): what a stop signal can still do depends on it.
         self._phase = "starting"
@@ -158,10 +159,10 @@ class Runner:
                 connect_timeout_s=cfg.connect_timeout_s,
                 read_timeout_s=cfg.timeout_s,
             )
-        # One keep-alive connection per request in flight, so no request waits for a
-        # connection and every timing starts when the request really leaves.
+        # One keep-alive connection per request in flight (each lane has --concurrency), so
+        # no request waits for a connection and every timing starts when it really leaves.
         return AiohttpWire(
-            connections=cfg.concurrency,
+            connections=cfg.concurrency * len(lane_models(cfg)),
             connect_timeout_s=cfg.connect_timeout_s,
             read_timeout_s=cfg.timeout_s,
         )
@@ -258,7 +259,7 @@ class Runner:
             remove_index_dir(index_dir(cfg.output))
             with anyio.CancelScope(shield=True):
                 await self._finish_writer(writer, clean)
-        budget_spent = self._producer is not None and self._producer.budget_spent
+        budget_spent = any(p.budget_spent for p in self._producers)
         if budget_spent and cfg.max_cost is not None:
             try:
                 await anyio.to_thread.run_sync(record_budget_spent, cfg.output, cfg.max_cost)
@@ -343,32 +344,49 @@ class Runner:
         # Under --max-cost the queue stays at one request per worker: the spend estimate
         # counts requests in flight, so a longer queue would admit requests past it.
         ahead = n_workers if self.config.max_cost is not None else max(n_workers, 2 * READ_CHUNK)
-        specs = WorkQueue[RequestSpec](ahead)
-        results = ResultBuffer[Result](max(2 * n_workers, RESULTS_PENDING))
+        lanes = lane_models(self.config)
+        results = ResultBuffer[Result](max(2 * n_workers * len(lanes), RESULTS_PENDING))
+        seen_dir = index_dir(self.config.output) / "seen"
+        index_bytes = max(1, index_memory_bytes(self.config) // len(lanes))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._write_loop, writer, results)
             try:
                 async with anyio.create_task_group() as workers:
                     self._control.workers = workers.cancel_scope
-                    producer = self._producer = Producer(
-                        self.config,
-                        state,
-                        lambda: sender.in_flight_cost,
-                        self.counters,
-                        self._control,
-                        index_dir=index_dir(self.config.output) / "seen",
-                        index_bytes=index_memory_bytes(self.config),
-                    )
-                    workers.start_soon(producer.run, specs, results)
-                    for _ in range(n_workers):
-                        workers.start_soon(self._work, sender, specs, results)
+                    for i, model in enumerate(lanes):
+                        # Each lane reads the input on its own (batchrunner.pipeline.lanes).
+                        specs = WorkQueue[RequestSpec](ahead)
+                        producer = Producer(
+                            self.config,
+                            state,
+                            lambda: sender.in_flight_cost,
+                            self.counters,
+                            self._control,
+                            index_dir=seen_dir if len(lanes) == 1 else seen_dir / str(i),
+                            index_bytes=index_bytes,
+                            model=model,
+                            primary=i == 0,
+                        )
+                        self._producers.append(producer)
+                        workers.start_soon(producer.run, specs, results)
+                        if model is None:
+                            for _ in range(n_workers):
+                                workers.start_soon(self._work, sender, specs, results)
+                        else:
+                            lane = self.counters.lanes[model] = LaneCounts(model)
+                            for _ in range(n_workers):
+                                workers.start_soon(self._work, sender, specs, results, lane)
             finally:
                 results.close()
 
     # -- workers -------------------------------------------------------------------------------
 
     async def _work(
-        self, sender: Sender, specs: WorkQueue[RequestSpec], results: ResultBuffer[Result]
+        self,
+        sender: Sender,
+        specs: WorkQueue[RequestSpec],
+        results: ResultBuffer[Result],
+        lane: LaneCounts | None = None,
     ) -> None:
         control = self._control
         while True:
@@ -397,6 +415,8 @@ class Runner:
                 self.counters.done -= 1
                 self.counters.errors -= 1
                 continue
+            if lane is not None:
+                lane.done += 1
             control.answered(result)
             if not results.add(result):
                 await results.add_wait(result)
