@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrunner.config import file_format
-from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.counters import Counters, LaneCounts
 
 
 def _duration(seconds: float) -> str:
@@ -22,6 +22,13 @@ def _duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _lane(lane: LaneCounts, elapsed: float) -> str:
+    """One model's lane: rows done, its rate, requests in flight, and what holds it back."""
+    name = lane.model.rpartition("/")[2]
+    text = f"{name} {lane.done:,} {lane.done / elapsed:,.1f}/s in flight {lane.in_flight}"
+    return text + (f" ({lane.waiting_on})" if lane.waiting_on else "")
 
 
 @dataclass(slots=True)
@@ -54,7 +61,10 @@ class ProgressDisplay:
         parts.append(f"${c.spent_usd:,.4f}")
         if c.skipped:
             parts.append(f"resumed past {c.skipped:,}")
-        return " · ".join(parts) + f" · {_duration(elapsed)}{eta}"
+        text = " · ".join(parts) + f" · {_duration(elapsed)}{eta}"
+        if c.lanes:
+            text += "".join(" | " + _lane(lane, elapsed) for lane in c.lanes.values())
+        return text
 
     def __call__(self, counters: Counters) -> None:
         text = self.line(counters)

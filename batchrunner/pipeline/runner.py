@@ -131,6 +131,7 @@ class Runner:
         self.stats = RunStats()
         self._control = RunControl()
         self._producers: list[Producer] = []
+        self._limiter_in_use: Limiter | None = None
         # "starting" until requests may flow, "sending", then "finishing" (the final commit
         # and compaction): what a stop signal can still do depends on it.
         self._phase = "starting"
@@ -229,6 +230,7 @@ class Runner:
                 adaptive=cfg.adaptive,
             )
         )
+        self._limiter_in_use = limiter
         state, writer = await anyio.to_thread.run_sync(self._open_output)
         started = time.monotonic()
         clean = False
@@ -445,8 +447,23 @@ class Runner:
     async def _report_progress(self) -> None:
         assert self._on_progress is not None
         while True:
+            self._refresh_lanes()
             self._on_progress(self.counters)
             await anyio.sleep(0.5)
+
+    def _refresh_lanes(self) -> None:
+        """Copy each lane's limiter state (in flight, window, what it waits on) to its counts."""
+        lanes = self.counters.lanes
+        statistics = getattr(self._limiter_in_use, "statistics", None)
+        if not lanes or statistics is None:
+            return
+        models = statistics().models
+        for model, lane in lanes.items():
+            state = models.get(model)
+            if state is not None:
+                lane.in_flight = state.in_flight
+                lane.window = state.concurrency_limit
+                lane.waiting_on = state.waiting_on
 
     async def _watch_signals(
         self, signals: StopSignals, *, task_status: anyio.abc.TaskStatus[None]

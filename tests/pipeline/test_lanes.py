@@ -14,6 +14,7 @@ from batchrunner.auth.tokens import StaticAuthenticator
 from batchrunner.config import RunConfig, Secret
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.limits.local import LimitConfig, LocalLimiter
+from batchrunner.pipeline.counters import Counters
 from batchrunner.pipeline.runner import Runner, RunSummary
 from batchrunner.simulator import Simulator, SimulatorConfig, open_simulator
 
@@ -57,20 +58,26 @@ def runner(sim: Simulator, config: RunConfig, **kwargs: Any) -> Runner:
 
 
 async def run(sim: Simulator, tmp_path: Path, n: int, **kwargs: Any) -> RunSummary:
+    on_progress = kwargs.pop("on_progress", None)
     config = RunConfig(
         input=write_rows(tmp_path / "in.jsonl", n),
         output=tmp_path / "out.jsonl",
         concurrency=kwargs.pop("concurrency", 8),
         **kwargs,
     )
-    return await runner(sim, config).run()
+    return await runner(sim, config, on_progress=on_progress).run()
 
 
 @pytest.mark.parametrize("sim", [{"latency": "fast"}], indirect=True)
 async def test_a_free_model_finishes_before_a_quota_bound_one_reaches_its_last_third(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    summary = await run(sim, tmp_path, 60, models=(GEMINI, GPT_OSS))
+    seen: list[dict[str, str | None]] = []
+
+    def on_progress(counters: Counters) -> None:
+        seen.append({m: lane.waiting_on for m, lane in counters.lanes.items()})
+
+    summary = await run(sim, tmp_path, 60, models=(GEMINI, GPT_OSS), on_progress=on_progress)
     rows = read_rows(tmp_path / "out.jsonl")
     assert Counter((r["id"], r["model"]) for r in rows) == Counter(
         {(f"q{i}", m): 1 for i in range(60) for m in (GEMINI, GPT_OSS)}
@@ -83,6 +90,10 @@ async def test_a_free_model_finishes_before_a_quota_bound_one_reaches_its_last_t
     assert free < quota_bound[40]
     assert summary.stats.model(GPT_OSS).retries_by_cause.get("rate_limited", 0) >= 1
     assert summary.stats.model(GEMINI).retries == 0
+    # The live progress said what held gpt-oss back, and never blamed the free lane.
+    held = {view[GPT_OSS] for view in seen} - {None}
+    assert held and held <= {"rpm", "429 backoff"} | {h for h in held if h.startswith("window")}
+    assert all(view[GEMINI] is None for view in seen[len(seen) // 2 :])
 
 
 async def test_lanes_resume_per_model_and_keep_input_order_when_asked(
