@@ -21,9 +21,11 @@ class FirstAnswers:
     server that drops some connections, does not stop it.
     """
 
-    __slots__ = ("_not_found", "_settled", "_unreachable")
+    __slots__ = ("_hint", "_not_found", "_settled", "_unreachable")
 
-    def __init__(self) -> None:
+    def __init__(self, hint: str = "") -> None:
+        """``hint`` is added to the 404 stop (known placements of the run's models)."""
+        self._hint = hint
         self._settled = False
         self._not_found = 0
         self._unreachable = 0  # rows that never got an HTTP answer; -1 once a server answered
@@ -37,10 +39,11 @@ class FirstAnswers:
             self._not_found += 1
             if self._not_found >= FIRST_ANSWERS:
                 self._settled = True
+                hint = f"; {self._hint}" if self._hint else ""
                 return (
                     f"the first {FIRST_ANSWERS} answers were all 404 Not Found; check "
                     "--base-url (or --project and --location) and --model; once fixed, "
-                    "--retry-failed also resends the rows that got a 404"
+                    f"--retry-failed also resends the rows that got a 404{hint}"
                 )
             return None
         if result.error_type == "connection" and result.http_status is None:

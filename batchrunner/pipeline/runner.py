@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import httpx
 from batchrunner.auth.tokens import Authenticator, build_authenticator
 from batchrunner.config import RunConfig
 from batchrunner.endpoint.client import ChatClient
+from batchrunner.endpoint.placements import placement_hint
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.endpoint.urls import VertexTarget, chat_completions_url
 from batchrunner.endpoint.wire import AiohttpWire, HttpxWire, Wire
@@ -108,6 +109,7 @@ class Runner:
         config: RunConfig,
         *,
         url: str | None = None,
+        model_urls: Mapping[str, str] | None = None,
         authenticator: Authenticator | None = None,
         limiter: Limiter | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -118,6 +120,7 @@ class Runner:
     ) -> None:
         self.config = config
         self._url = url
+        self._model_urls = model_urls
         self._auth = authenticator
         self._limiter = limiter
         self._transport = transport
@@ -129,7 +132,11 @@ class Runner:
         self._handle_signals = handle_signals
         self.counters = Counters()
         self.stats = RunStats()
-        self._control = RunControl()
+        self._control = RunControl(
+            ""
+            if config.base_url
+            else placement_hint(config.models, lambda m: config.target_of(m)[0])
+        )
         self._producers: list[Producer] = []
         self._limiter_in_use: Limiter | None = None
         # "starting" until requests may flow, "sending", then "finishing" (the final commit
@@ -151,6 +158,25 @@ class Runner:
             )
         target = VertexTarget(cfg.project, cfg.location, cfg.endpoint_id, cfg.api_version)
         return chat_completions_url(target.base_url())
+
+    def _resolve_model_urls(self) -> dict[str, str]:
+        """Each model with an address of its own, to its chat-completions URL (built once)."""
+        if self._model_urls is not None:
+            return {m: chat_completions_url(u) for m, u in self._model_urls.items()}
+        cfg = self.config
+        if not cfg.model_targets:
+            return {}
+        if self._url or not cfg.project:
+            raise ConfigError(
+                "a model's own location (MODEL@LOCATION) needs a Vertex target (--project); "
+                "a Runner given url= takes model_urls= for it"
+            )
+        urls = {}
+        for model in cfg.model_targets:
+            location, endpoint = cfg.target_of(model)
+            target = VertexTarget(cfg.project, location, endpoint, cfg.api_version)
+            urls[model] = chat_completions_url(target.base_url())
+        return urls
 
     def _wire(self) -> Wire:
         cfg = self.config
@@ -239,7 +265,12 @@ class Runner:
             try:
                 tiers = tier_plan(cfg, url)
                 client = ChatClient(
-                    wire, url, auth, headers=tiers.headers, model_headers=tiers.model_headers
+                    wire,
+                    url,
+                    auth,
+                    headers=tiers.headers,
+                    model_headers=tiers.model_headers,
+                    model_urls=self._resolve_model_urls(),
                 )
                 sender = Sender(client, limiter, self._policy, prices, self.stats, self.counters)
                 async with anyio.create_task_group() as background:
