@@ -49,6 +49,7 @@ from batchrunner.output.resume import (
 )
 from batchrunner.output.writers import ResultWriter, open_writer
 from batchrunner.pipeline.counters import Counters, LaneCounts
+from batchrunner.pipeline.first_answers import FirstContact
 from batchrunner.pipeline.lanes import lane_models
 from batchrunner.pipeline.producer import READ_CHUNK, Producer
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
@@ -272,7 +273,16 @@ class Runner:
                     model_headers=tiers.model_headers,
                     model_urls=self._resolve_model_urls(),
                 )
-                sender = Sender(client, limiter, self._policy, prices, self.stats, self.counters)
+                sender = Sender(
+                    client,
+                    limiter,
+                    self._policy,
+                    prices,
+                    self.stats,
+                    self.counters,
+                    contact=FirstContact(),
+                    on_unreachable=self._unreachable,
+                )
                 async with anyio.create_task_group() as background:
                     await background.start(self._run_auth, auth)
                     if self._on_progress is not None:
@@ -344,6 +354,12 @@ class Runner:
         except OutputError as exc:
             # Nothing has been sent yet: an unusable output path is a usage error.
             raise ConfigError(str(exc)) from None
+
+    def _unreachable(self, reason: str) -> None:
+        """No attempt could connect: stop, and abandon the retries of the rows in flight
+        (they are not written, so the next run sends them)."""
+        self._control.stop(reason)
+        self._cancel_workers()
 
     def _earlier_errors(self, state: ResumeState) -> int:
         return state.failed_count
