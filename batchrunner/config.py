@@ -312,6 +312,40 @@ class SimulateOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelTarget:
+    """Where one model's requests go when not to the run's ``--location``/``--endpoint-id``."""
+
+    location: str | None = None
+    endpoint_id: str | None = None
+
+
+def parse_model(entry: object) -> tuple[str, ModelTarget | None]:
+    """A ``models`` entry: ``"id"``, ``"id@location"`` or ``{id, location, endpoint_id}``."""
+    if isinstance(entry, Mapping):
+        unknown = sorted(set(entry) - {"id", "location", "endpoint_id"})
+        if unknown:
+            raise ConfigError(f"models: unknown key(s) {', '.join(unknown)} in {dict(entry)!r}")
+        model, location, endpoint = (entry.get(k) for k in ("id", "location", "endpoint_id"))
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"models: a table needs a non-empty id, got {dict(entry)!r}")
+        if not all(v is None or (isinstance(v, str) and v) for v in (location, endpoint)):
+            raise ConfigError(f"models: location and endpoint_id must be strings in {model!r}")
+        target = ModelTarget(location, endpoint)
+        return model, None if target == ModelTarget() else target
+    if not isinstance(entry, str) or not entry:
+        raise ConfigError("every model must be a non-empty string")
+    model, sep, location = entry.partition("@")
+    if not sep:
+        return entry, None
+    if not model or not location or "/" in location:
+        raise ConfigError(f"--model {entry!r}: expected MODEL@LOCATION, e.g. {_EXAMPLE_AT}")
+    return model, ModelTarget(location=location)
+
+
+_EXAMPLE_AT = "openai/gpt-oss-20b-maas@us-central1"
+
+
+@dataclass(frozen=True, slots=True)
 class RunConfig:
     """Everything one run needs to know. Build it directly, or from flags with ``build_config``."""
 
@@ -326,6 +360,8 @@ class RunConfig:
     api_version: str = "v1"
     base_url: str | None = None
     simulate: SimulateOptions | None = None
+    # a model's own location or endpoint (``--model id@location``), where it differs
+    model_targets: Mapping[str, ModelTarget] = field(default_factory=dict)
     # the batch route (batchrunner.batch): "online" sends each request, "batch" submits
     # batchPredictionJobs through Cloud Storage files under ``staging``
     via: str = "online"
@@ -397,6 +433,12 @@ class RunConfig:
                 f"--provisioned: unknown mode {self.provisioned!r}; "
                 f"expected {', '.join(PROVISIONED_MODES)}"
             )
+        if self.model_targets and self.base_url:
+            where = ", ".join(sorted(self.model_targets))
+            raise ConfigError(
+                f"a model's own location or endpoint ({where}) is a Vertex address; "
+                "--base-url names one server for every model"
+            )
         if self.via not in VIAS:
             raise ConfigError(f"--via must be one of {', '.join(VIAS)}, got {self.via!r}")
         if self.via == "batch" and not (self.staging or "").startswith("gs://"):
@@ -407,6 +449,13 @@ class RunConfig:
             raise ConfigError("batch_poll_seconds must be positive")
         if not self.index_memory_mb > 0:
             raise ConfigError("index_memory_mb must be positive")
+
+    def target_of(self, model: str) -> tuple[str, str]:
+        """The (location, endpoint id) ``model``'s requests go to."""
+        target = self.model_targets.get(model)
+        if target is None:
+            return self.location, self.endpoint_id
+        return target.location or self.location, target.endpoint_id or self.endpoint_id
 
     def tier_of(self, model: str) -> str:
         """The tier requests for ``model`` ask for."""
@@ -626,10 +675,15 @@ def build_config(
     if "output" not in values and not merged.get("dry_run"):
         raise ConfigError("no output file given: use -o OUTPUT")
     values.setdefault("output", Path(str(values["input"]) + ".results.jsonl"))
-    models = merged.get("models") or ()
-    if not all(isinstance(m, str) and m for m in models):
-        raise ConfigError("every model must be a non-empty string")
+    models: list[str] = []
+    targets: dict[str, ModelTarget] = {}
+    for entry in merged.get("models") or ():
+        model, target = parse_model(entry)
+        models.append(model)
+        if target is not None:
+            targets[model] = target
     values["models"] = tuple(dict.fromkeys(models))
+    values["model_targets"] = targets
     values.setdefault("project", env.get("GOOGLE_CLOUD_PROJECT") or None)
     if "location" not in values and env.get("GOOGLE_CLOUD_LOCATION"):
         values["location"] = env["GOOGLE_CLOUD_LOCATION"]

@@ -18,6 +18,11 @@ the competing load stopped over its throughput before it started (recovery), and
 table shows the three phases. The faults scenario checks that every row ends ``ok`` except
 the permanent errors, and that those were sent exactly once; the script exits 1 if not.
 ``--quick`` runs each scenario on a handful of rows, for a smoke test.
+
+The two-model workload (``--only lanes``) sends the same rows to gpt-oss-20b (1,200 RPM, at
+us-central1) and gpt-oss-120b (650 RPM) in one run, neither told its quota, and prints each
+lane's rate (its rows over its first start to its last answer) next to its quota-ideal rate,
+and the run's makespan against the ideal: the slowest lane's rows over its quota.
 """
 
 from __future__ import annotations
@@ -373,6 +378,59 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs, {cpu}, Python {platform.python_version()}"
 
 
+LANES = (("openai/gpt-oss-20b-maas", 1200.0), (GPT_OSS, 650.0))  # model, published RPM
+
+
+async def run_lanes(rows: int, tmp: Path) -> str:
+    """The two-model workload: each lane's rate against its quota, the makespan against ideal."""
+    source = tmp / "lanes.jsonl"
+    output = tmp / "lanes.out.jsonl"
+    source.write_bytes(
+        b"".join(
+            orjson.dumps({"id": f"r{i}", "prompt": f"lane row {i}", "max_tokens": 32}) + b"\n"
+            for i in range(rows)
+        )
+    )
+    sim_config = SimulatorConfig(static_tokens=(TOKEN,), latency="fast")
+    config = RunConfig(
+        input=source,
+        output=output,
+        models=tuple(m for m, _ in LANES),
+        concurrency=64,
+        max_attempts=POLICY.max_attempts,
+        checkpoint_s=5.0,
+    )
+    async with open_simulator(sim_config) as sim:
+        runner = Runner(
+            config,
+            url=sim.base_url(),
+            model_urls={LANES[0][0]: sim.base_url("us-central1")},
+            authenticator=StaticAuthenticator(Secret(TOKEN)),
+            retry_policy=POLICY,
+        )
+        started = time.monotonic()
+        summary = await runner.run()
+        wall = time.monotonic() - started
+    lines = [f"{'lane':<28} {'rows':>6} {'rate/s':>8} {'ideal/s':>8} {'util':>6} {'retries':>8}"]
+    ideal_makespan = 0.0
+    for model, rpm in LANES:
+        stats = summary.stats.model(model)
+        first, last = stats.first_started_at, stats.last_finished_at
+        span = (last - first).total_seconds() if first and last else math.nan
+        rate = stats.ok / span if span > 0 else math.nan
+        ideal = rpm / 60.0
+        ideal_makespan = max(ideal_makespan, rows / ideal)
+        lines.append(
+            f"{model:<28} {stats.ok:>6} {rate:>8.2f} {ideal:>8.2f} {pct(rate / ideal):>6}"
+            f" {stats.retries:>8}"
+        )
+    lines.append(
+        f"makespan {wall:.1f} s, ideal {ideal_makespan:.1f} s "
+        f"({wall / ideal_makespan:.2f}x the ideal)"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few rows per scenario")
@@ -383,17 +441,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         s for s in scenarios(args.quick) if not args.only or any(o in s.name for o in args.only)
     ]
     results: list[Measured] = []
+    lanes: list[str] = []
+    want_lanes = not args.only or "lanes" in args.only
 
     async def run_all() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-flow-") as tmp:
             for scenario in chosen:
                 results.append(await run_scenario(scenario, Path(tmp)))
                 print(f"  {scenario.name}: done in {results[-1].wall_s:.1f} s", file=sys.stderr)
+            if want_lanes:
+                lanes.append(await run_lanes(60 if args.quick else 1200, Path(tmp)))
 
     started = time.monotonic()
     anyio.run(run_all, backend="asyncio", backend_options={"use_uvloop": True})
     print(f"bench_flow ({'quick' if args.quick else 'full'}) on {machine()}")
-    print(table(results))
+    if results:
+        print(table(results))
+    if lanes:
+        print("two models, one run (lanes):")
+        print(lanes[0])
     problems = [f"{m.scenario.name}: {p}" for m in results for p in m.problems]
     for problem in problems[:20]:
         print(f"FAIL {problem}")

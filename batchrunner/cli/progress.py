@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrunner.config import file_format
-from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.counters import Counters, LaneCounts
 
 
 def _duration(seconds: float) -> str:
@@ -25,6 +25,13 @@ def _duration(seconds: float) -> str:
 
 
 BAR_WIDTH = 24
+
+
+def _lane(lane: LaneCounts, elapsed: float) -> str:
+    """One model's lane: rows done, its rate, requests in flight, and what holds it back."""
+    name = lane.model.rpartition("/")[2]
+    text = f"{name} {lane.done:,} {lane.done / elapsed:,.1f}/s in flight {lane.in_flight}"
+    return text + (f" ({lane.waiting_on})" if lane.waiting_on else "")
 
 
 @dataclass(slots=True)
@@ -59,6 +66,8 @@ class ProgressDisplay:
         if c.skipped:
             parts.append(f"resumed past {c.skipped:,}")
         line = " · ".join(parts) + f" · {_duration(elapsed)}{eta}"
+        if c.lanes:
+            line += "".join(" | " + _lane(lane, elapsed) for lane in c.lanes.values())
         if self.bar and self.total:
             share = min((finished + c.skipped) / self.total, 1.0)
             filled = int(share * BAR_WIDTH)

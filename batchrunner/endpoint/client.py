@@ -253,9 +253,12 @@ class ChatClient:
         clock: Callable[[], float] = time.perf_counter,
         headers: Mapping[str, str] | None = None,
         model_headers: Mapping[str, Mapping[str, str]] | None = None,
+        model_urls: Mapping[str, str] | None = None,
     ) -> None:
         """``headers`` go with every request (the run's tier); ``model_headers`` replace
-        them for the models they name (a model's own tier)."""
+        them for the models they name (a model's own tier); ``model_urls`` send the models
+        they name to a URL of their own (a model's own location) instead of ``url``."""
+        self._model_urls = dict(model_urls or {})
         self._wire = wire
         self._url = url
         self._auth = auth
@@ -303,16 +306,17 @@ class ChatClient:
                 for model, h in self._model_headers.items()
             }
         plain, sse = self._per_model.get(spec.model) or (self._plain_headers, self._sse_headers)
+        url = self._model_urls.get(spec.model, self._url) if self._model_urls else self._url
         # The wire bounds the whole attempt by its total timeout.
         started = self._clock()
         if not spec.stream:
-            status, response_headers, body = await self._wire.fetch(self._url, plain, spec.body)
+            status, response_headers, body = await self._wire.fetch(url, plain, spec.body)
             if status >= 400:
                 raise error_from_response(status, response_headers, body)
             return parse_completion(
                 body, status, self._clock() - started, _content_type(response_headers)
             )
-        async with self._wire.post(self._url, sse, spec.body) as response:
+        async with self._wire.post(url, sse, spec.body) as response:
             status = response.status
             if status >= 400:
                 body = await response.read()

@@ -148,6 +148,9 @@ def error_from_exception(exc: BaseException) -> RequestError:
         return RequestError(text, error_type="timeout", retryable=True)
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
         return RequestError(text, error_type="client_error", retryable=False)
+    if isinstance(exc, httpx.ConnectError | ConnectionRefusedError):
+        # No connection was made at all (refused, no such host).
+        return RequestError(text, error_type="connection", retryable=True, reason="connect")
     if isinstance(exc, httpx.TransportError | ConnectionError):
         return RequestError(text, error_type="connection", retryable=True)
     if isinstance(exc, httpx.HTTPStatusError):

@@ -55,7 +55,15 @@ class Wire(Protocol):
 
 def _connection_error(exc: BaseException) -> RequestError:
     message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    return RequestError(f"connection failed: {message}", error_type="connection", retryable=True)
+    # No connection was made at all (refused, no such host): reason "connect". A connection
+    # that was made and then dropped has no reason.
+    connect = isinstance(exc, aiohttp.ClientConnectorError)
+    return RequestError(
+        f"connection failed: {message}",
+        error_type="connection",
+        retryable=True,
+        reason="connect" if connect else None,
+    )
 
 
 class _AiohttpResponse:

@@ -29,6 +29,7 @@ async def run_async(config: RunConfig, **kwargs: Any) -> RunSummary:
         if kwargs.get("authenticator") is None:
             kwargs["authenticator"] = target.authenticator
         kwargs["url"] = target.url
+        kwargs.setdefault("model_urls", target.model_urls)
         return await Runner(config, **kwargs).run()
 
 

@@ -7,9 +7,9 @@ key whose token URI is the simulator's own token endpoint.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -28,6 +28,7 @@ class SimulatedTarget:
 
     url: str  # the base URL: everything before /chat/completions
     authenticator: Authenticator
+    model_urls: Mapping[str, str] = field(default_factory=dict)  # a model's own location
     api_root: str = ""  # http://127.0.0.1:PORT: Vertex's REST root (batch jobs)
     storage_url: str = ""  # the Cloud Storage JSON API endpoint
     project: str = ""
@@ -57,6 +58,11 @@ def simulator_config(options: SimulateOptions) -> SimulatorConfig:
         raise ConfigError(f"simulate: {exc}") from None
 
 
+def _where(config: RunConfig, model: str) -> tuple[str, str, str]:
+    location, endpoint = config.target_of(model)
+    return location, config.api_version, endpoint
+
+
 @asynccontextmanager
 async def open_simulated_target(config: RunConfig) -> AsyncIterator[SimulatedTarget]:
     """Start a simulator for ``config`` (its ``simulate`` options) until the block ends."""
@@ -68,9 +74,13 @@ async def open_simulated_target(config: RunConfig) -> AsyncIterator[SimulatedTar
                 build_authenticator, AuthConfig(mode="adc", credentials_file=str(key_file))
             )
             base = sim.base_url(config.location, config.api_version, config.endpoint_id)
+            model_urls = {
+                model: sim.base_url(*_where(config, model)) for model in config.model_targets
+            }
             yield SimulatedTarget(
                 base,
                 auth,
+                model_urls,
                 api_root=sim.root_url,
                 storage_url=sim.storage_url(),
                 project=sim.config.project,

@@ -8,6 +8,16 @@ buckets holding about a second's worth of burst, learns a request rate from quot
 requests in flight with an AIMD window that backs off from shared-capacity 429s, and
 pauses a model after such a 429 so that waiting workers do not all retry into the same
 wall. It computes when capacity frees up and sleeps exactly that long; it never polls.
+
+What a 429 means depends on the model's family (``batchrunner.config.model_family``): a
+Gemini pay-as-you-go model has no per-minute quota, only shared capacity (Dynamic Shared
+Quota), whose 429s often also say "check quota": for Gemini every 429 backs off the window
+and pauses briefly, and no rate is learned. A Vertex MaaS model (gpt-oss) has per-minute
+quotas: its 429s teach a rate. For any other server the 429's wording decides.
+
+While requests wait, the model remembers what holds them back (``rpm``, ``tpm``,
+``input_tpm``, ``output_tpm``, ``429 backoff``, ``window n/N``): ``statistics()`` reports it
+and a change of it is logged at INFO, once per change.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.lowlevel
 
+from batchrunner.config import model_family
 from batchrunner.errors import backoff
 from batchrunner.limits.pacing import Bucket, Meter, Pace
 from batchrunner.limits.seam import (
@@ -51,6 +62,7 @@ logger = logging.getLogger(__name__)
 _EPSILON = 1e-9
 # The probing increase stops doubling after this many doublings.
 _MAX_PROBE_DOUBLINGS = 8
+LOG_HOLD_S = 5.0  # the least time between two log lines about what holds a model back
 
 
 def _weights(name: str, estimate: TokenEstimate) -> float:
@@ -93,10 +105,25 @@ class _Model:
     throttled: int = 0
     errors: int = 0
     cancelled: int = 0
+    quota_429s: bool | None = None  # a 429 is a per-minute quota (True), capacity (False)
+    holding: str | None = None  # what the head waiter last waited on
+    logged: str | None = None  # the kind of limit last logged
+    logged_at: float = -math.inf
 
     @property
     def limit(self) -> int:
         return int(self.window + _EPSILON)
+
+
+def quota_429s(model: str) -> bool | None:
+    """Whether ``model``'s 429s mean a per-minute quota: False for Gemini (shared capacity,
+    even when worded "check quota"), True for Vertex MaaS models (``…-maas``), None for
+    others (the 429's own wording decides)."""
+    if model_family(model) == "gemini":
+        return False
+    if model.lower().endswith("-maas"):
+        return True
+    return None
 
 
 class LocalLimiter:
@@ -137,6 +164,7 @@ class LocalLimiter:
             if state.waiters[0] is not waiter:
                 await waiter.promoted.wait()
             while (delay := self._admissible(state, estimate, self._clock())) is not None:
+                self._note_holding(model, state, estimate)
                 with anyio.CancelScope() as scope:
                     state.wake = scope
                     try:
@@ -174,7 +202,10 @@ class LocalLimiter:
         elif outcome.kind == "throttled":
             state.throttled += 1
             state.meter.add_refused(permit.acquired_at)
-            if state.config.adaptive and outcome.reason != "dsq":
+            quota = state.quota_429s
+            if quota is None:  # neither Gemini nor MaaS: as the server words it
+                quota = outcome.reason not in ("dsq", "provisioned_throughput")
+            if state.config.adaptive and quota:
                 self._on_quota(state, permit, outcome, now)
             else:
                 self._on_throttled(state, permit, outcome, now)
@@ -202,6 +233,7 @@ class LocalLimiter:
                     paused_until=state.paused_until if state.paused_until > now else None,
                     rate_used={b.name: b.used(now) for b in state.buckets},
                     learned_rpm=None if state.pace is None else state.pace.per_s * 60.0,
+                    waiting_on=self._waiting_on(state, now),
                 )
                 for name, state in self._models.items()
             }
@@ -217,8 +249,40 @@ class LocalLimiter:
                 if (rate := getattr(config, name)) is not None
             )
             state = _Model(config, buckets, float(config.start_concurrency))
+            state.quota_429s = quota_429s(model)
             self._models[model] = state
         return state
+
+    def _note_holding(self, model: str, state: _Model, estimate: TokenEstimate) -> None:
+        """Remember what holds ``model``'s next request back; log a change of it once."""
+        now = self._clock()
+        if state.in_flight >= state.limit:
+            holding = f"window {state.in_flight}/{state.limit}"
+        elif state.paused_until > now:
+            holding = "429 backoff"
+        else:
+            holding = "rpm"  # the learned rate, unless a bucket is further off
+            ready = -math.inf if state.pace is None else state.pace.ready_at(now)
+            for bucket in state.buckets:
+                at = bucket.ready_at(_weights(bucket.name, estimate), now)
+                if at > ready:
+                    ready, holding = at, bucket.name
+        state.holding = holding
+        kind = holding.split(" ", 1)[0]
+        # Once per change, and not more than every LOG_HOLD_S when two limits alternate.
+        if kind != state.logged and now - state.logged_at >= LOG_HOLD_S:
+            state.logged, state.logged_at = kind, now
+            logger.info("%s: waiting on %s", model, holding)
+
+    @staticmethod
+    def _waiting_on(state: _Model, now: float) -> str | None:
+        if state.paused_until > now:
+            return "429 backoff"
+        if len(state.waiters) - state.gone <= 0:
+            return None
+        if state.holding is not None and state.holding.startswith("window"):
+            return f"window {state.in_flight}/{state.limit}"
+        return state.holding
 
     def _admissible(self, state: _Model, estimate: TokenEstimate, now: float) -> float | None:
         """``None`` if a request may go now, else how long to wait (inf: until a release)."""

@@ -69,11 +69,13 @@ class LimitConfig:
     one per window of successes after that. ``decrease_factor`` scales the window on a 429,
     at most once per round trip. ``latency_tolerance`` is how many times its baseline the
     smoothed latency may reach before the window is gently shrunk (``None`` turns that off).
-    After a shared-pool 429 (``reason="dsq"``) without ``retry_after`` the model pauses for
+    After a shared-capacity 429 without ``retry_after`` the model pauses for
     a jittered ``pause_base_s * 2**(n-1)`` (n = consecutive throttled rounds), at most
     ``pause_cap_s``.
 
-    Every other 429 is taken for a rate quota (when ``adaptive``): the model gets a learned
+    That is how a Gemini model's 429s are all taken: its pay-as-you-go capacity is shared.
+    Every 429 of another model (MaaS, whose quotas are per minute) is taken for a rate
+    quota (when ``adaptive``): the model gets a learned
     rate, which starts one cut below the rate the server admitted over the last second, is
     cut by ``rate_decrease_factor`` on a 429 (at most once per round: requests sent after
     the previous cut), and grows by ``rate_increase`` times the rate after the last cut per
@@ -209,6 +211,7 @@ class ModelStatistics:
     ``rate_used`` maps each configured limit (``rpm``, ``tpm``, ``input_tpm``,
     ``output_tpm``) to the share of its burst currently spent (above 1 when in debt).
     ``learned_rpm`` is the request rate learned from quota 429s, per minute.
+    ``waiting_on`` names the limit the model's waiting requests wait on, if any wait.
     """
 
     in_flight: int
@@ -222,6 +225,9 @@ class ModelStatistics:
     paused_until: float | None
     rate_used: Mapping[str, float]
     learned_rpm: float | None = None  # the rate learned from quota 429s, if any
+    # What the model's waiting requests wait on: "rpm", "tpm", "input_tpm", "output_tpm",
+    # "429 backoff" or "window n/N"; None when none waits.
+    waiting_on: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

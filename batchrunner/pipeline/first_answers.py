@@ -7,11 +7,57 @@ once, or a connection error after every retry, which for a large input takes hou
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
+from batchrunner.errors import RequestError
 from batchrunner.results import Result
 
-__all__ = ["FIRST_ANSWERS", "FirstAnswers"]
+__all__ = ["FIRST_ANSWERS", "REFUSED_ATTEMPTS", "REFUSED_WITHIN_S", "FirstAnswers", "FirstContact"]
 
 FIRST_ANSWERS = 50  # final results that, all 404 or all unreachable, stop the run
+# Attempts refused a connection before any answer came that stop a run: this many, or at
+# least two once REFUSED_WITHIN_S have passed since the first (a run of one worker).
+REFUSED_ATTEMPTS = 8
+REFUSED_WITHIN_S = 3.0
+
+
+class FirstContact:
+    """Watches the first attempts until one reaches a server; stops a run none can reach.
+
+    Only an attempt that could not connect at all counts (refused, no such host): a server
+    that accepts and then drops some connections has been reached. Any HTTP answer settles
+    it for the run. This stops a run against a closed port within seconds, where waiting
+    for ``FIRST_ANSWERS`` rows to fail after every retry took most of a minute.
+    """
+
+    __slots__ = ("_clock", "_first", "_refused", "settled")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._first: float | None = None
+        self._refused = 0
+        self.settled = False
+
+    def refused(self, error: RequestError) -> str | None:
+        """Count one attempt that could not connect; why to stop the run, once it is time."""
+        if self.settled:
+            return None
+        now = self._clock()
+        if self._first is None:
+            self._first = now
+        self._refused += 1
+        if self._refused < REFUSED_ATTEMPTS and not (
+            self._refused >= 2 and now - self._first >= REFUSED_WITHIN_S
+        ):
+            return None
+        self.settled = True
+        return (
+            f"the first {self._refused} attempts never reached the server (no connection "
+            "could be made; nothing was answered); check --base-url (or --location) and the "
+            "network; the rows not finished are sent by the next run. The last error: "
+            f"{error.message}"
+        )
 
 
 class FirstAnswers:
@@ -21,9 +67,11 @@ class FirstAnswers:
     server that drops some connections, does not stop it.
     """
 
-    __slots__ = ("_not_found", "_settled", "_unreachable")
+    __slots__ = ("_hint", "_not_found", "_settled", "_unreachable")
 
-    def __init__(self) -> None:
+    def __init__(self, hint: str = "") -> None:
+        """``hint`` is added to the 404 stop (known placements of the run's models)."""
+        self._hint = hint
         self._settled = False
         self._not_found = 0
         self._unreachable = 0  # rows that never got an HTTP answer; -1 once a server answered
@@ -37,12 +85,13 @@ class FirstAnswers:
             self._not_found += 1
             if self._not_found >= FIRST_ANSWERS:
                 self._settled = True
+                hint = f"; {self._hint}" if self._hint else ""
                 return (
                     f"the first {FIRST_ANSWERS} answers were all 404 Not Found; check "
                     "--base-url (or --project and --location) and --model (Vertex wants the "
                     "publisher: google/gemini-2.5-flash); once fixed, rerun with "
                     "--retry-failed to resend the 404s, or after changing --model with "
-                    "--restart (this run wrote only 404s)"
+                    f"--restart (this run wrote only 404s){hint}"
                 )
             return None
         if result.error_type == "connection" and result.http_status is None:

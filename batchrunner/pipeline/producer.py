@@ -4,12 +4,18 @@ It reads this process's shard of the input in a worker thread, skips ids seen be
 requests OUTPUT already holds, turns each row into one request per model, and stops when
 admission stops (a signal, ``--max-cost``, an abort). A row that cannot be sent becomes an
 error row naming its file and line; it never stops the run.
+
+A producer feeds one lane (``batchrunner.pipeline.lanes``): with ``model`` set it builds
+only that model's request of each row (and its bad-input row), and a lane whose model has
+been stopped stops reading. Only the ``primary`` lane counts rows read and duplicate ids,
+so that several lanes reading the same input count each row once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Protocol
@@ -59,11 +65,16 @@ class Producer:
         *,
         index_dir: Path | None = None,
         index_bytes: int = DEFAULT_MEMORY_BYTES,
+        model: str | None = None,
+        primary: bool = True,
     ) -> None:
         """``in_flight_cost`` tells what the requests in flight may still cost (``--max-cost``).
 
         The ids seen spill to ``index_dir`` past ``index_bytes`` (never, without one).
+        ``model`` limits the producer to one model's requests (one lane of several).
         """
+        self._model = model
+        self._primary = primary
         self._index_dir = index_dir
         self._index_bytes = index_bytes
         self.config = config
@@ -82,25 +93,33 @@ class Producer:
         # 8 bytes per input row up to the bound, then sorted runs on disk beside OUTPUT.
         seen = IdSet(self._index_dir, memory_bytes=self._index_bytes)
         counters = self.counters
+        lane = self._model
+        primary = self._primary
+        build = requests_for if lane is None else _lane_requests(cfg, lane)
+        control = self._control
         try:
-            while self._control.stopped is None:
+            while control.stopped is None:
+                if lane is not None and control.lane_stopped(lane):
+                    return  # the rest of this model's rows are for the next run
                 chunk = await anyio.to_thread.run_sync(lambda: list(islice(rows, READ_CHUNK)))
                 if not chunk:
                     break
                 for row in chunk:
-                    counters.read += 1
                     key = key_of(row.id, "")
+                    if primary:
+                        counters.read += 1
                     if key in seen:
-                        counters.duplicates += 1
-                        if counters.duplicates <= 10:
-                            logger.warning("%s: duplicate id %r skipped", row.where, row.id)
+                        if primary:
+                            counters.duplicates += 1
+                            if counters.duplicates <= 10:
+                                logger.warning("%s: duplicate id %r skipped", row.where, row.id)
                         continue
                     seen.add(key)
                     if isinstance(row, BadRow):
                         await self._reject(row, row.problem, results)
                         continue
                     try:
-                        built = requests_for(cfg, row)
+                        built = build(cfg, row)
                     except OversizedRequest as exc:
                         # too large for some models: refused before sending; the rest go
                         for model, problem in exc.refused:
@@ -139,7 +158,7 @@ class Producer:
         cfg = self.config
         state = self._state
         if models is None:
-            models = self._models_of(row)
+            models = [self._model] if self._model is not None else self._models_of(row)
         for model in models:
             if state.is_done(row.id, model, retry_failed=cfg.retry_failed):
                 self.counters.skipped += 1
@@ -176,3 +195,15 @@ class Producer:
             f"{self._state.spent_usd:.4f} of it by earlier runs); rerunning with the same "
             "budget sends nothing, a larger --max-cost continues"
         )
+
+
+def _lane_requests(
+    config: RunConfig, model: str
+) -> Callable[[RunConfig, InputRow], list[RequestSpec]]:
+    """``requests_for`` limited to one model: only that model's body is built."""
+    lane_config = replace(config, models=(model,))
+
+    def build(_: RunConfig, row: InputRow) -> list[RequestSpec]:
+        return requests_for(lane_config, row)
+
+    return build

@@ -22,11 +22,12 @@ logger = logging.getLogger(__name__)
 class RunControl:
     """Stops admission once, for one reason, and remembers an abort."""
 
-    def __init__(self) -> None:
+    def __init__(self, hint: str = "") -> None:
+        """``hint`` goes with a stop for 404s (where the run's models are known to be)."""
         self.stopped: str | None = None
         self.fatal: str | None = None
         self.workers: anyio.CancelScope | None = None
-        self._first = FirstAnswers()
+        self._first = FirstAnswers(hint)
         self.lanes: dict[str, str] = {}  # model -> why its requests stopped (the rest go on)
 
     def answered(self, result: Result) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import httpx
 from batchrunner.auth.tokens import Authenticator, build_authenticator
 from batchrunner.config import RunConfig
 from batchrunner.endpoint.client import ChatClient
+from batchrunner.endpoint.placements import placement_hint
 from batchrunner.endpoint.retry import RetryPolicy
 from batchrunner.endpoint.urls import VertexTarget, chat_completions_url
 from batchrunner.endpoint.wire import AiohttpWire, HttpxWire, Wire
@@ -46,8 +47,10 @@ from batchrunner.output.resume import (
     record_budget_spent,
 )
 from batchrunner.output.writers import ResultWriter
-from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.counters import Counters, LaneCounts
 from batchrunner.pipeline.dryrun import EstimateCheck, EstimateComparison
+from batchrunner.pipeline.first_answers import FirstContact
+from batchrunner.pipeline.lanes import lane_models
 from batchrunner.pipeline.producer import READ_CHUNK, Producer
 from batchrunner.pipeline.queues import ResultBuffer, WorkQueue
 from batchrunner.pipeline.run_control import RunControl
@@ -104,6 +107,7 @@ class Runner:
         config: RunConfig,
         *,
         url: str | None = None,
+        model_urls: Mapping[str, str] | None = None,
         authenticator: Authenticator | None = None,
         limiter: Limiter | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -114,6 +118,7 @@ class Runner:
     ) -> None:
         self.config = config
         self._url = url
+        self._model_urls = model_urls
         self._auth = authenticator
         self._limiter = limiter
         self._transport = transport
@@ -125,9 +130,14 @@ class Runner:
         self._handle_signals = handle_signals
         self.counters = Counters()
         self.stats = RunStats()
-        self._control = RunControl()
+        self._control = RunControl(
+            ""
+            if config.base_url
+            else placement_hint(config.models, lambda m: config.target_of(m)[0])
+        )
         self._estimates: EstimateCheck | None = None  # set once the run knows its prices
-        self._producer: Producer | None = None
+        self._producers: list[Producer] = []
+        self._limiter_in_use: Limiter | None = None
         # "starting" until requests may flow, "sending", then "finishing" (the final commit
         # and compaction): what a stop signal can still do depends on it.
         self._phase = "starting"
@@ -148,6 +158,25 @@ class Runner:
         target = VertexTarget(cfg.project, cfg.location, cfg.endpoint_id, cfg.api_version)
         return chat_completions_url(target.base_url())
 
+    def _resolve_model_urls(self) -> dict[str, str]:
+        """Each model with an address of its own, to its chat-completions URL (built once)."""
+        if self._model_urls is not None:
+            return {m: chat_completions_url(u) for m, u in self._model_urls.items()}
+        cfg = self.config
+        if not cfg.model_targets:
+            return {}
+        if self._url or not cfg.project:
+            raise ConfigError(
+                "a model's own location (MODEL@LOCATION) needs a Vertex target (--project); "
+                "a Runner given url= takes model_urls= for it"
+            )
+        urls = {}
+        for model in cfg.model_targets:
+            location, endpoint = cfg.target_of(model)
+            target = VertexTarget(cfg.project, location, endpoint, cfg.api_version)
+            urls[model] = chat_completions_url(target.base_url())
+        return urls
+
     def _wire(self) -> Wire:
         cfg = self.config
         if self._transport is not None:
@@ -156,10 +185,10 @@ class Runner:
                 connect_timeout_s=cfg.connect_timeout_s,
                 read_timeout_s=cfg.timeout_s,
             )
-        # One keep-alive connection per request in flight, so no request waits for a
-        # connection and every timing starts when the request really leaves.
+        # One keep-alive connection per request in flight (each lane has --concurrency), so
+        # no request waits for a connection and every timing starts when it really leaves.
         return AiohttpWire(
-            connections=cfg.concurrency,
+            connections=cfg.concurrency * len(lane_models(cfg)),
             connect_timeout_s=cfg.connect_timeout_s,
             read_timeout_s=cfg.timeout_s,
         )
@@ -227,6 +256,7 @@ class Runner:
                 adaptive=cfg.adaptive,
             )
         )
+        self._limiter_in_use = limiter
         state, writer = await anyio.to_thread.run_sync(open_run_output, cfg)
         self._estimates = await anyio.to_thread.run_sync(EstimateCheck.for_run, cfg, prices)
         started = time.monotonic()
@@ -236,7 +266,12 @@ class Runner:
             try:
                 tiers = tier_plan(cfg, url)
                 client = ChatClient(
-                    wire, url, auth, headers=tiers.headers, model_headers=tiers.model_headers
+                    wire,
+                    url,
+                    auth,
+                    headers=tiers.headers,
+                    model_headers=tiers.model_headers,
+                    model_urls=self._resolve_model_urls(),
                 )
                 sender = Sender(
                     client,
@@ -246,6 +281,8 @@ class Runner:
                     self.stats,
                     self.counters,
                     fail_on=cfg.fail_on,
+                    contact=FirstContact(),
+                    on_unreachable=self._unreachable,
                 )
                 async with anyio.create_task_group() as background:
                     await background.start(self._run_auth, auth)
@@ -266,7 +303,7 @@ class Runner:
             remove_index_dir(index_dir(cfg.output))
             with anyio.CancelScope(shield=True):
                 await self._finish_writer(writer, clean)
-        budget_spent = self._producer is not None and self._producer.budget_spent
+        budget_spent = any(p.budget_spent for p in self._producers)
         if budget_spent and cfg.max_cost is not None:
             try:
                 await anyio.to_thread.run_sync(record_budget_spent, cfg.output, cfg.max_cost)
@@ -292,6 +329,12 @@ class Runner:
             earlier_spent_usd=state.spent_usd,
             estimates=() if self._estimates is None else self._estimates.comparisons(),
         )
+
+    def _unreachable(self, reason: str) -> None:
+        """No attempt could connect: stop, and abandon the retries of the rows in flight
+        (they are not written, so the next run sends them)."""
+        self._control.stop(reason)
+        self._cancel_workers()
 
     def _earlier_errors(self, state: ResumeState) -> int:
         return state.failed_count
@@ -325,32 +368,49 @@ class Runner:
         # Under --max-cost the queue stays at one request per worker: the spend estimate
         # counts requests in flight, so a longer queue would admit requests past it.
         ahead = n_workers if self.config.max_cost is not None else max(n_workers, 2 * READ_CHUNK)
-        specs = WorkQueue[RequestSpec](ahead)
-        results = ResultBuffer[Result](max(2 * n_workers, RESULTS_PENDING))
+        lanes = lane_models(self.config)
+        results = ResultBuffer[Result](max(2 * n_workers * len(lanes), RESULTS_PENDING))
+        seen_dir = index_dir(self.config.output) / "seen"
+        index_bytes = max(1, index_memory_bytes(self.config) // len(lanes))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._write_loop, writer, results)
             try:
                 async with anyio.create_task_group() as workers:
                     self._control.workers = workers.cancel_scope
-                    producer = self._producer = Producer(
-                        self.config,
-                        state,
-                        lambda: sender.in_flight_cost,
-                        self.counters,
-                        self._control,
-                        index_dir=index_dir(self.config.output) / "seen",
-                        index_bytes=index_memory_bytes(self.config),
-                    )
-                    workers.start_soon(producer.run, specs, results)
-                    for _ in range(n_workers):
-                        workers.start_soon(self._work, sender, specs, results)
+                    for i, model in enumerate(lanes):
+                        # Each lane reads the input on its own (batchrunner.pipeline.lanes).
+                        specs = WorkQueue[RequestSpec](ahead)
+                        producer = Producer(
+                            self.config,
+                            state,
+                            lambda: sender.in_flight_cost,
+                            self.counters,
+                            self._control,
+                            index_dir=seen_dir if len(lanes) == 1 else seen_dir / str(i),
+                            index_bytes=index_bytes,
+                            model=model,
+                            primary=i == 0,
+                        )
+                        self._producers.append(producer)
+                        workers.start_soon(producer.run, specs, results)
+                        if model is None:
+                            for _ in range(n_workers):
+                                workers.start_soon(self._work, sender, specs, results)
+                        else:
+                            lane = self.counters.lanes[model] = LaneCounts(model)
+                            for _ in range(n_workers):
+                                workers.start_soon(self._work, sender, specs, results, lane)
             finally:
                 results.close()
 
     # -- workers -------------------------------------------------------------------------------
 
     async def _work(
-        self, sender: Sender, specs: WorkQueue[RequestSpec], results: ResultBuffer[Result]
+        self,
+        sender: Sender,
+        specs: WorkQueue[RequestSpec],
+        results: ResultBuffer[Result],
+        lane: LaneCounts | None = None,
     ) -> None:
         control = self._control
         estimates = self._estimates
@@ -380,6 +440,8 @@ class Runner:
                 self.counters.done -= 1
                 self.counters.errors -= 1
                 continue
+            if lane is not None:
+                lane.done += 1
             control.answered(result)
             if estimates is not None:
                 estimates.add(spec, result)
@@ -410,8 +472,23 @@ class Runner:
     async def _report_progress(self) -> None:
         assert self._on_progress is not None
         while True:
+            self._refresh_lanes()
             self._on_progress(self.counters)
             await anyio.sleep(0.5)
+
+    def _refresh_lanes(self) -> None:
+        """Copy each lane's limiter state (in flight, window, what it waits on) to its counts."""
+        lanes = self.counters.lanes
+        statistics = getattr(self._limiter_in_use, "statistics", None)
+        if not lanes or statistics is None:
+            return
+        models = statistics().models
+        for model, lane in lanes.items():
+            state = models.get(model)
+            if state is not None:
+                lane.in_flight = state.in_flight
+                lane.window = state.concurrency_limit
+                lane.waiting_on = state.waiting_on
 
     async def _watch_signals(
         self, signals: StopSignals, *, task_status: anyio.abc.TaskStatus[None]

@@ -7,6 +7,7 @@ raises ``AbortError`` only when the whole run cannot go on (no credentials).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 import orjson
@@ -20,6 +21,7 @@ from batchrunner.errors import AbortError, RequestError
 from batchrunner.limits.seam import Limiter, Outcome, TokenEstimate
 from batchrunner.pipeline.answers import JsonVerdict, Rejection, check_json, rejection
 from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.first_answers import FirstContact
 from batchrunner.results import RequestSpec, Result, Usage, utc_now
 from batchrunner.stats.pricing import PriceTable
 from batchrunner.stats.run_stats import RunStats
@@ -57,8 +59,16 @@ class Sender:
         stats: RunStats,
         counters: Counters,
         fail_on: frozenset[str] = frozenset({"empty"}),
+        *,
+        contact: FirstContact | None = None,
+        on_unreachable: Callable[[str], None] | None = None,
     ) -> None:
+        """``fail_on`` names the answers that count as errors (--fail-on); ``contact``
+        watches the first attempts; ``on_unreachable`` is told, once, when none of them
+        could connect (the run should stop)."""
         self._fail_on = fail_on
+        self._contact = contact if on_unreachable is not None else None
+        self._on_unreachable = on_unreachable
         self._client = client
         self._limiter = limiter
         self._policy = policy
@@ -113,12 +123,15 @@ class Sender:
                 limiter.release(
                     permit, Outcome(kind, retry_after=exc.retry_after, reason=exc.reason)
                 )
+                if self._contact is not None:
+                    self._first_contact(exc)
                 raise
             except BaseException:
                 limiter.release(permit, Outcome("cancelled"))
                 raise
             finally:
                 counters.in_flight -= 1
+            self._contact = None  # a server answered: it is there
             last_status = answer.status
             usage = normalize_usage(spec.model, answer.usage)
             limiter.release(
@@ -169,6 +182,18 @@ class Sender:
         finally:
             self.in_flight_cost -= cost_guess
         return self._ok_result(spec, answer, usage, attempts, started_at)
+
+    def _first_contact(self, error: RequestError) -> None:
+        contact = self._contact
+        assert contact is not None and self._on_unreachable is not None
+        if error.status is not None:
+            self._contact = None  # a server answered, if only with an error
+            return
+        if error.error_type == "connection" and error.reason == "connect":
+            reason = contact.refused(error)
+            if reason is not None:
+                self._contact = None
+                self._on_unreachable(reason)
 
     def _error_result(
         self,

@@ -181,8 +181,8 @@ def sections(snapshot: StatsSnapshot, *, summary: bool = False) -> list[Section]
     ]
     if not summary:
         rows.append(("attempts", *(fmt_int(m.attempts) for m in cols)))
-        if any(m.retries_by_cause for m in cols):
-            rows.append(("retry causes", *(_counts(m.retries_by_cause) for m in cols)))
+    if any(m.retries_by_cause for m in cols):
+        rows.append(("retry causes", *(_counts(m.retries_by_cause) for m in cols)))
     notes = [
         *answer_warnings(snapshot),
         "output tokens include reasoning; latencies are over ok rows; "

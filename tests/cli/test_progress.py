@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrunner.cli.progress import ProgressDisplay, expected_requests
-from batchrunner.pipeline.counters import Counters
+from batchrunner.pipeline.counters import Counters, LaneCounts
 
 
 def test_expected_requests_counts_rows_times_models(tmp_path: Path) -> None:
@@ -39,3 +40,14 @@ def test_log_mode_writes_whole_lines_not_carriage_returns() -> None:
     display(Counters(done=2))
     assert "\r" not in out.getvalue()
     assert out.getvalue().count("\n") == 2
+
+
+def test_line_shows_each_lane_and_the_limit_it_waits_on() -> None:
+    counters = Counters(done=30, started=time.monotonic() - 10)
+    counters.lanes["google/gemini-2.5-flash"] = LaneCounts("google/gemini-2.5-flash", done=20)
+    counters.lanes["openai/gpt-oss-120b-maas"] = LaneCounts(
+        "openai/gpt-oss-120b-maas", done=10, in_flight=3, window=16, waiting_on="rpm"
+    )
+    line = ProgressDisplay(io.StringIO()).line(counters)
+    assert "| gemini-2.5-flash 20 2.0/s in flight 0 |" in line
+    assert line.endswith("| gpt-oss-120b-maas 10 1.0/s in flight 3 (rpm)")

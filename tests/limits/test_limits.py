@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 from collections.abc import Callable
 
@@ -740,3 +741,58 @@ async def test_a_shared_pool_429_shrinks_the_window_and_learns_no_rate() -> None
     assert stats.learned_rpm is None
     assert stats.concurrency_limit == 12
     assert stats.paused_until is not None
+
+
+# --- what a 429 means, per family -------------------------------------------------------------
+
+# Real DSQ 429s for paid Gemini users carry "check quota" although no quota is exceeded, so the
+# classifier reads reason="quota" off them: the family decides, not the wording.
+CHECK_QUOTA_429 = Outcome("throttled", reason="quota")
+
+
+@pytest.mark.anyio
+async def test_a_gemini_429_worded_check_quota_is_capacity_backs_off_and_learns_no_rate() -> None:
+    clock = FakeClock()
+    lim = limiter(LimitConfig(initial_concurrency=20, max_concurrency=64), clock)
+    await wave(lim, "google/gemini-2.5-flash", 20, CHECK_QUOTA_429)
+    stats = lim.statistics().models["google/gemini-2.5-flash"]
+    assert stats.learned_rpm is None
+    assert stats.concurrency_limit == 12
+    assert stats.paused_until is not None
+    assert stats.waiting_on == "429 backoff"
+
+
+@pytest.mark.anyio
+async def test_a_maas_429_is_its_per_minute_quota_even_when_worded_resource_exhausted() -> None:
+    clock = FakeClock()
+    lim = limiter(LimitConfig(initial_concurrency=20, max_concurrency=64), clock)
+    await wave(lim, "openai/gpt-oss-120b-maas", 20, Outcome("throttled", reason="dsq"))
+    stats = lim.statistics().models["openai/gpt-oss-120b-maas"]
+    assert stats.learned_rpm is not None
+    assert stats.paused_until is None  # the slower rate is the back-off
+
+
+@pytest.mark.anyio
+async def test_statistics_name_the_limit_a_waiting_model_waits_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+
+    async def stay(_: float) -> None:  # time stands still: the waiter keeps waiting
+        await anyio.sleep_forever()
+
+    config = LimitConfig(rpm=120, max_concurrency=2, initial_concurrency=2)
+    lim = LocalLimiter(config, clock=clock, sleep=stay)
+    held = [await lim.acquire("m", SMALL), await lim.acquire("m", SMALL)]  # the burst: 2
+    caplog.set_level(logging.INFO, logger="batchrunner.limits.local")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lim.acquire, "m", SMALL)
+        await anyio.wait_all_tasks_blocked()
+        assert lim.statistics().models["m"].waiting_on == "window 2/2"
+        lim.release(held.pop(), OK)
+        await anyio.wait_all_tasks_blocked()
+        # The second's burst (two requests at 120 RPM) is spent: the next waits on the rate.
+        assert lim.statistics().models["m"].waiting_on == "rpm"
+        tg.cancel_scope.cancel()
+    # Logged once; the change to "rpm" came within LOG_HOLD_S of it, so it is not logged.
+    assert [r.getMessage() for r in caplog.records] == ["m: waiting on window 2/2"]
