@@ -515,6 +515,7 @@ _OTHER = frozenset({"fail_on"})
 # naming the key rather than a truthy string that turns streaming on.
 _STR, _INT, _NUM, _BOOL, _TABLE = "a string", "an integer", "a number", "true or false", "a table"
 _STRS = "a string or a list of strings"
+_MODELS = "a model id, or a list of model ids and { id, location, endpoint_id } tables"
 _JOB_TYPES: dict[str, str] = {
     **{k: _STR for k in ("input", "output", "default_model", "project", "location")},
     **{k: _STR for k in ("endpoint_id", "api_version", "base_url", "summary", "prices", "system")},
@@ -522,7 +523,8 @@ _JOB_TYPES: dict[str, str] = {
     **{k: _NUM for k in ("rpm", "tpm", "input_tpm", "output_tpm", "timeout", "connect_timeout")},
     **{k: _NUM for k in ("max_row_seconds", "max_cost", "checkpoint_seconds", "grace_seconds")},
     **{k: _BOOL for k in ("adaptive", "restart", "retry_failed", "ordered", "dry_run", "stream")},
-    **{k: _STRS for k in ("models", "model", "fail_on")},
+    **{k: _MODELS for k in ("models", "model")},
+    "fail_on": _STRS,
     **{k: _STR for k in ("tier", "provisioned", "via", "staging", "storage_url")},
     **{k: _NUM for k in ("batch_poll_seconds", "index_memory_mb")},
     "keep_staging": _BOOL,
@@ -564,6 +566,10 @@ def _is(value: object, expected: str) -> bool:
         return type(value) is bool
     if expected == _TABLE:
         return isinstance(value, dict)
+    if expected == _MODELS:
+        return isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str | dict) for v in value)
+        )
     return isinstance(value, str) or (
         isinstance(value, list) and all(isinstance(v, str) for v in value)
     )

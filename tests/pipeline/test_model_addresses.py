@@ -18,7 +18,10 @@ GPT_OSS_20B = "openai/gpt-oss-20b-maas"  # the simulator, like Vertex, serves it
 
 
 def write_rows(path: Path, n: int) -> Path:
-    rows = [{"id": f"q{i}", "prompt": f"question {i}?", "max_tokens": 16} for i in range(n)]
+    rows = [
+        {"id": f"q{i}", "prompt": f"question {i}?", "max_tokens": 16, "reasoning_effort": "minimal"}
+        for i in range(n)
+    ]
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     return path
 
@@ -71,6 +74,7 @@ async def test_three_models_at_two_locations_in_one_run_all_answer(tmp_path: Pat
             "output": str(tmp_path / "out.jsonl"),
             "models": [GEMINI, GPT_OSS_120B, f"{GPT_OSS_20B}@us-central1"],
             "simulate": {"latency": "zero"},
+            "fail_on": "none",  # gpt-oss may think through a short cap: routing, not answers
         },
         env={},
     )

@@ -328,7 +328,7 @@ async def test_full_disk_aborts_with_status_3_and_keeps_a_resumable_output(
 ) -> None:
     import errno
 
-    import batchrunner.pipeline.runner as runner_module
+    import batchrunner.output.opening as runner_module
     from batchrunner.errors import OutputError
     from batchrunner.output.writers import open_writer
 
