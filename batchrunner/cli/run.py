@@ -463,7 +463,7 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
     from batchrunner.pipeline.gctune import collect_less_often
     from batchrunner.report.render import render_summary
 
-    print_hints(model_hints(config.models or (config.default_model,)))
+    print_hints(model_hints(config.models or (config.default_model,), priced=prices.prices))
     mode = ns.progress
     interactive = sys.stderr.isatty() if mode == "auto" else mode == "bar"
     display = None
@@ -526,7 +526,7 @@ def _cmd_run(ns: argparse.Namespace, signals: StopSignals) -> int:
     elif summary.stopped and summary.stopped.startswith("the first "):
         # Pointed at the wrong place: the stop says what to fix and how to rerun.
         print(f"batchrunner: stopped early: {summary.stopped}", file=sys.stderr)
-        print_hints(model_hints(config.models or (config.default_model,)))
+        print_hints(model_hints(config.models or (config.default_model,), priced=prices.prices))
     elif summary.stopped:
         print(f"batchrunner: stopped early ({summary.stopped}); {RESUME_ADVICE}", file=sys.stderr)
     elif signals.first is not None:

@@ -53,21 +53,33 @@ def suggest_flag(parser: Parser, extras: Sequence[str]) -> str:
     return message
 
 
-def known_models() -> list[str]:
-    """Model ids batchrunner knows: the shipped price table's and the simulator's."""
+def known_models(priced: Iterable[str] = ()) -> list[str]:
+    """Model ids batchrunner knows: the price table's (``priced``) and the simulator's."""
     from batchrunner.simulator import MODELS
-    from batchrunner.stats.pricing import PriceTable
 
     names = set(MODELS)
-    names.update(PriceTable.default().prices)
+    names.update(priced)
     return sorted(n for n in names if "/" in n)
 
 
-def model_hints(models: Iterable[str], known: Sequence[str] | None = None) -> list[str]:
-    """One line per model that looks mistyped: a missing publisher, or a near miss."""
-    known = list(known) if known is not None else known_models()
+def model_hints(
+    models: Iterable[str], known: Sequence[str] | None = None, *, priced: Iterable[str] = ()
+) -> list[str]:
+    """One line per model that looks mistyped: a missing publisher, or a near miss.
+
+    A model the price table (``priced``) knows needs no hint; only otherwise are the known
+    models gathered, which loads the simulator's table (start-up CPU every run would pay).
+    """
+    names = [m.split("@", 1)[0] for m in models]
+    if known is None:
+        priced = set(priced)  # the price table names models without their publisher
+        if all("/" in name and name.rpartition("/")[2] in priced for name in names):
+            return []
+        known = known_models(priced)
+    else:
+        known = list(known)
     hints = []
-    for model in models:
+    for model in names:
         name = model.split("@", 1)[0]
         if name in known:
             continue

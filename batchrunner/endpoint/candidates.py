@@ -14,8 +14,7 @@ missing index is the next call), so two calls' arguments are never glued togethe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -67,9 +66,12 @@ def normalize_finish_reason(raw: str | None, *, has_tool_calls: bool = False) ->
     return normalized
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    """One complete tool call; ``arguments`` exactly as the server sent them."""
+class ToolCall(NamedTuple):
+    """One complete tool call; ``arguments`` exactly as the server sent them.
+
+    Named tuples rather than frozen dataclasses, here and for ``Candidate``: one is built
+    for every answer, and a frozen dataclass's ``__init__`` costs several times as much.
+    """
 
     id: str | None
     name: str | None
@@ -85,8 +87,7 @@ class ToolCall:
         return True
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """One candidate (``choices[i]``) of an answer."""
 
     content: str | None

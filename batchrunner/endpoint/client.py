@@ -115,7 +115,10 @@ def not_an_answer_error(status: int, content_type: str | None, body: bytes) -> R
 
 
 def parse_completion(
-    payload: bytes, status: int, latency_s: float, content_type: str | None = None
+    payload: bytes,
+    status: int,
+    latency_s: float,
+    headers: Mapping[str, str] | None = None,
 ) -> Answer:
     """Parse a non-streamed chat completion; tolerate missing ``message`` and ``usage``."""
     try:
@@ -123,20 +126,23 @@ def parse_completion(
     except orjson.JSONDecodeError:
         if payload.lstrip()[:1] in (b"{", b"["):
             raise truncated_stream_error("response body is not complete JSON") from None
-        raise not_an_answer_error(status, content_type, payload) from None
+        raise not_an_answer_error(status, _content_type(headers), payload) from None
     if isinstance(data, list):
         if any(isinstance(item, dict) and "error" in item for item in data):
             raise error_from_response(_embedded_status(data, status), {}, payload)
-        raise not_an_answer_error(status, content_type, payload)
+        raise not_an_answer_error(status, _content_type(headers), payload)
     if not isinstance(data, dict):
-        raise not_an_answer_error(status, content_type, payload)
+        raise not_an_answer_error(status, _content_type(headers), payload)
     if "error" in data:
         raise error_from_response(_embedded_status(data, status), {}, payload)
     choices = data.get("choices")
     if not isinstance(choices, list):
-        raise not_an_answer_error(status, content_type, payload)
-    ordered = sorted((c for c in choices if isinstance(c, dict)), key=_choice_index)
-    candidates = [candidate_from_message(c) for c in ordered]
+        raise not_an_answer_error(status, _content_type(headers), payload)
+    if len(choices) == 1 and type(choices[0]) is dict:  # the usual answer: one candidate
+        candidates = [candidate_from_message(choices[0])]
+    else:
+        ordered = sorted((c for c in choices if isinstance(c, dict)), key=_choice_index)
+        candidates = [candidate_from_message(c) for c in ordered]
     usage = data.get("usage")
     response_id = data.get("id")
     return Answer(
@@ -313,9 +319,7 @@ class ChatClient:
             status, response_headers, body = await self._wire.fetch(url, plain, spec.body)
             if status >= 400:
                 raise error_from_response(status, response_headers, body)
-            return parse_completion(
-                body, status, self._clock() - started, _content_type(response_headers)
-            )
+            return parse_completion(body, status, self._clock() - started, response_headers)
         async with self._wire.post(url, sse, spec.body) as response:
             status = response.status
             if status >= 400:
@@ -376,9 +380,9 @@ class ChatClient:
         )
 
 
-def _content_type(headers: Mapping[str, str]) -> str | None:
+def _content_type(headers: Mapping[str, str] | None) -> str | None:
     # Plain dicts are case-sensitive; httpx and aiohttp headers are not. Scan so both work.
-    for name, value in headers.items():
+    for name, value in (headers or {}).items():
         if name.lower() == "content-type":
             return value
     return None

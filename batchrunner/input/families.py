@@ -49,6 +49,8 @@ def fit_to_family(body: dict[str, Any], family: str) -> None:
     thinking configuration.
     """
     if family == "gemini":
+        if body.get("reasoning_effort") is None:
+            return  # nothing to conflict with
         where = _thinking_key(body)
         if where is not None and body.get("reasoning_effort") is not None:
             raise ParamConflict(

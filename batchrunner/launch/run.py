@@ -7,7 +7,6 @@ from typing import Any
 import anyio
 
 from batchrunner.config import RunConfig
-from batchrunner.launch.simulated import open_simulated_target
 from batchrunner.pipeline.runner import Runner, RunSummary
 
 __all__ = ["run", "run_async"]
@@ -25,6 +24,10 @@ async def run_async(config: RunConfig, **kwargs: Any) -> RunSummary:
         return await run_batch(config, **kwargs)
     if config.simulate is None or kwargs.get("url") is not None:
         return await Runner(config, **kwargs).run()
+    # Imported here: a run against a real server does not load the simulator (aiohttp's
+    # server side, the answer tables), which costs start-up CPU on every run.
+    from batchrunner.launch.simulated import open_simulated_target
+
     async with open_simulated_target(config) as target:
         if kwargs.get("authenticator") is None:
             kwargs["authenticator"] = target.authenticator
