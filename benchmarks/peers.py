@@ -497,8 +497,17 @@ def preload(tool: str) -> None:
     import pyarrow.parquet  # noqa: F401
 
     if tool.startswith("batchrunner"):
+        # Every module a run imports, so that its CPU is the run's and not the imports'.
         import httpx_aiohttp
 
+        import batchrunner.cli.main
+        import batchrunner.cli.progress
+        import batchrunner.cli.teach
+        import batchrunner.launch.run
+        import batchrunner.pipeline.dryrun
+        import batchrunner.pipeline.gctune
+        import batchrunner.pipeline.runner
+        import batchrunner.report.render  # noqa: F401
     elif tool == "openai":
         import openai  # noqa: F401
     elif tool == "litellm":
