@@ -158,16 +158,20 @@ def candidate_from_message(choice: Mapping[str, Any]) -> Candidate:
     message = choice.get("message")
     reason = choice.get("finish_reason")
     raw_reason = reason if isinstance(reason, str) else None
-    if not isinstance(message, Mapping):
+    # Parsed JSON objects are dicts: check that first, the Mapping ABC check is slower.
+    if type(message) is not dict and not isinstance(message, Mapping):
         return Candidate(None, None, raw_reason)
-    calls: list[ToolCall] = []
+    content = message.get("content")
     raw_calls = message.get("tool_calls")
+    if not raw_calls and type(content) is str:  # the usual answer: text, no tool calls
+        return Candidate(content, _reasoning(message), raw_reason)
+    calls: list[ToolCall] = []
     if isinstance(raw_calls, list):
         for item in raw_calls:
             if isinstance(item, Mapping):
                 call_id, name, arguments = _call_parts(item)
                 calls.append(ToolCall(call_id, name, _arguments(arguments)))
-    return Candidate(_text(message.get("content")), _reasoning(message), raw_reason, tuple(calls))
+    return Candidate(_text(content), _reasoning(message), raw_reason, tuple(calls))
 
 
 class _CallBuilder:

@@ -8,7 +8,7 @@ and whether it is worth retrying. Retries, pacing and bookkeeping live elsewhere
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,13 +138,28 @@ def parse_completion(
     choices = data.get("choices")
     if not isinstance(choices, list):
         raise not_an_answer_error(status, _content_type(headers), payload)
-    if len(choices) == 1 and type(choices[0]) is dict:  # the usual answer: one candidate
-        candidates = [candidate_from_message(choices[0])]
-    else:
-        ordered = sorted((c for c in choices if isinstance(c, dict)), key=_choice_index)
-        candidates = [candidate_from_message(c) for c in ordered]
     usage = data.get("usage")
     response_id = data.get("id")
+    if len(choices) == 1 and type(choices[0]) is dict:  # the usual answer: one candidate
+        # Built directly: an answer a row costs a few microseconds less than through
+        # _answer_parts, whose result is the same.
+        first = candidate_from_message(choices[0])
+        raw = first.finish_reason
+        normalized = normalize_finish_reason(raw, has_tool_calls=bool(first.tool_calls))
+        return Answer(
+            status,
+            response_id if isinstance(response_id, str) else None,
+            first.content,
+            first.reasoning,
+            normalized,
+            usage if type(usage) is dict else None,
+            latency_s,
+            tool_calls=first.tool_calls,
+            choices=(first.content,),
+            finish_reason_raw=raw if raw != normalized else None,
+        )
+    ordered = sorted((c for c in choices if isinstance(c, dict)), key=_choice_index)
+    candidates = [candidate_from_message(c) for c in ordered]
     return Answer(
         status=status,
         response_id=response_id if isinstance(response_id, str) else None,
@@ -278,9 +293,10 @@ class ChatClient:
         # (plain, streamed) headers per model with headers of its own, built once per token.
         self._per_model: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
 
-    async def credentials_ready(self) -> None:
-        """Wait until a usable token exists (at once, unless the token source is down)."""
-        await self._auth.headers()
+    def credentials_ready(self) -> Awaitable[object]:
+        """Await it to wait until a usable token exists (at once, unless the token source
+        is down). The authenticator's own awaitable, without a coroutine around it."""
+        return self._auth.headers()
 
     async def send(self, spec: RequestSpec) -> Answer:
         """One attempt; a 401 refreshes the token and tries again.

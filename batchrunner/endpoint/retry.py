@@ -18,7 +18,7 @@ import tenacity
 
 from batchrunner.errors import RETRY_AFTER_CAP_S, RequestError, backoff
 
-__all__ = ["RetryPolicy", "call_with_retries"]
+__all__ = ["RetryPolicy", "call_with_retries", "retry_after"]
 
 
 T = TypeVar("T")
@@ -91,7 +91,30 @@ async def call_with_retries(
     except RequestError as exc:
         if not exc.retryable:
             raise
-        first_error: RequestError | None = exc
+        first = exc
+    return await retry_after(
+        first, attempt_fn, policy, started, sleep=sleep, clock=clock, on_retry=on_retry, rng=rng
+    )
+
+
+async def retry_after(
+    first: RequestError,
+    attempt_fn: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    started: float,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    on_retry: Callable[[int, RequestError, float], None] | None = None,
+    rng: random.Random | None = None,
+) -> T:
+    """Go on from a first attempt, begun at ``clock()`` time ``started``, that raised the
+    retryable ``first``: ``attempt_fn(2)``, ``attempt_fn(3)``, … as ``call_with_retries``.
+
+    A caller that makes the first attempt itself (the common case: it succeeds) saves the
+    coroutine around it.
+    """
+    first_error: RequestError | None = first
     attempt = 0
 
     def retry_if(state: tenacity.RetryCallState) -> bool:

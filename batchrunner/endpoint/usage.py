@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 
 def _count(value: object) -> int | None:
     """A token count, or None for anything that is not a non-negative whole number."""
-    if isinstance(value, bool):
+    if type(value) is int:  # the usual case, first (a bool's type is bool, not int)
+        return value if value >= 0 else None
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
@@ -81,14 +83,15 @@ def normalize_usage(model: str, usage: Mapping[str, object] | None) -> Usage:
     if usage is None:
         return Usage()
     family = model_family(model)
-    prompt = _count(usage.get("prompt_tokens"))
-    raw_completion = _count(usage.get("completion_tokens"))
-    raw_total = _count(usage.get("total_tokens"))
-    details = _child(usage, "completion_tokens_details")
+    get = usage.get
+    prompt = _count(get("prompt_tokens"))
+    raw_completion = _count(get("completion_tokens"))
+    raw_total = _count(get("total_tokens"))
+    details = _as_mapping(get("completion_tokens_details"))
     reasoning = _count(details.get("reasoning_tokens")) if details is not None else None
-    cached_details = _child(usage, "prompt_tokens_details")
+    cached_details = _as_mapping(get("prompt_tokens_details"))
     cached = _count(cached_details.get("cached_tokens")) if cached_details is not None else None
-    traffic = _child(_child(usage, "extra_properties"), "google")
+    traffic = _child(_as_mapping(get("extra_properties")), "google")
     traffic_type = traffic.get("traffic_type") if traffic is not None else None
 
     excluded = _reasoning_excluded(family, prompt, raw_completion, reasoning, raw_total)

@@ -7,6 +7,7 @@ raises ``AbortError`` only when the whole run cannot go on (no credentials).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -15,7 +16,7 @@ import orjson
 from batchrunner.endpoint.candidates import tool_calls_json
 from batchrunner.endpoint.client import Answer, ChatClient
 from batchrunner.endpoint.http_errors import error_from_exception
-from batchrunner.endpoint.retry import RetryPolicy, call_with_retries
+from batchrunner.endpoint.retry import RetryPolicy, retry_after
 from batchrunner.endpoint.usage import normalize_usage
 from batchrunner.errors import AbortError, RequestError
 from batchrunner.limits.seam import Limiter, Outcome, TokenEstimate
@@ -167,8 +168,18 @@ class Sender:
             )
 
         self.in_flight_cost += cost_guess
+        first_started = time.monotonic()
         try:
-            answer = await call_with_retries(attempt, self._policy, on_retry=on_retry)
+            # The first attempt is made here, the retries by retry_after: most rows need no
+            # retry, and one coroutine less per row is a measurable share of the CPU.
+            try:
+                answer = await attempt(1)
+            except RequestError as exc:
+                if not exc.retryable:
+                    raise
+                answer = await retry_after(
+                    exc, attempt, self._policy, first_started, on_retry=on_retry
+                )
         except AnswerRejected as exc:
             return self._ok_result(spec, exc.answer, usage, attempts, started_at)
         except RequestError as exc:

@@ -247,15 +247,17 @@ class _Accumulator:
             self.reasoning_unknown += 1
         if r.cost_usd is None:
             self.unknown_cost += 1
-        for values, value in (
-            (self.latency, r.latency_s),
-            (self.ttft, r.ttft_s),
-            (self.ttfo, r.ttfo_s),
-            (self.itl, r.itl_s),
-            (self.output_tps, r.output_tps),
-        ):
-            if value is not None:
-                values.add(value)
+        # One statement each rather than a loop over pairs: this runs for every row.
+        if r.latency_s is not None:
+            self.latency.add(r.latency_s)
+        if r.ttft_s is not None:
+            self.ttft.add(r.ttft_s)
+        if r.ttfo_s is not None:
+            self.ttfo.add(r.ttfo_s)
+        if r.itl_s is not None:
+            self.itl.add(r.itl_s)
+        if r.output_tps is not None:
+            self.output_tps.add(r.output_tps)
 
     def freeze(self, model: str, wall_s: float | None) -> ModelStats:
         if wall_s is None and self.first_started and self.last_finished:
