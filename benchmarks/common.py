@@ -22,7 +22,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "google/gemini-2.5-flash"
@@ -111,7 +113,9 @@ PEER_MODULES = {
     "aiohttp": ("aiohttp", "uvloop"),
     "aiohttp-stdloop": ("aiohttp",),
     "aiohttp-gc": ("aiohttp", "uvloop"),
+    "aiohttp-resume": ("aiohttp", "uvloop"),
     "httpx": ("httpx", "uvloop"),
+    "httpx-h2": ("httpx", "h2", "uvloop"),
     "httpx-aiohttp": ("httpx_aiohttp", "uvloop"),
     "openai": ("openai", "uvloop"),
     "cookbook": ("aiohttp", "uvloop"),
@@ -208,12 +212,113 @@ def ensure_nginx(*, install: bool = True) -> str:
     raise ServerUnavailable("apt-get could not install nginx-light or nginx")
 
 
-def nginx_config(port: int, workdir: Path, body: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """A self-signed P-256 certificate for 127.0.0.1 and localhost, and its key.
+
+    The certificate is its own CA: a client trusts it by ``SSL_CERT_FILE=cert``.
+    """
+
+    cert: Path
+    key: Path
+
+
+def make_certificate(workdir: Path) -> Certificate:
+    """A fresh certificate made by the ``openssl`` command line, valid for two days.
+
+    ECDSA P-256, as Google's front ends serve, so that the handshake costs what it costs
+    against Vertex: one ECDHE and one ECDSA verification on the client per full handshake.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ServerUnavailable("the openssl command line is not installed")
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    argv = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    argv += ["-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2"]
+    argv += ["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ServerUnavailable(f"openssl could not make a certificate: {last_line(done.stderr)}")
+    return Certificate(cert, key)
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """One nginx server block: plain HTTP or TLS, answering itself or proxying upstream."""
+
+    port: int
+    tls: bool = False
+    http2: bool = False
+
+
+def _tls_lines(cert: Certificate) -> str:
+    # A shared session cache (session IDs) and tickets (TLS 1.3 resumption), as a front end
+    # that wants clients to resume would configure.
+    return f"""\
+    access_log handshakes.log handshake if=$first_request;
+    ssl_certificate {cert.cert};
+    ssl_certificate_key {cert.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_timeout 1h;
+    ssl_session_tickets on;
+"""
+
+
+def _server_block(listen: Listen, cert: Certificate | None, location: str) -> str:
+    flags = " ssl" if listen.tls else ""
+    flags += " http2" if listen.http2 else ""  # nginx before 1.25.1: a listen parameter
+    tls = _tls_lines(cert) if listen.tls and cert is not None else ""
+    return f"""\
+  server {{
+    listen 127.0.0.1:{listen.port}{flags} backlog=8192 reuseport;
+{tls}    default_type application/json;
+    location / {{ {location} }}
+  }}
+"""
+
+
+def nginx_config(
+    port: int,
+    workdir: Path,
+    body: str,
+    *,
+    listens: tuple[Listen, ...] = (),
+    cert: Certificate | None = None,
+    upstream_port: int | None = None,
+    keepalive_requests: int | None = None,
+) -> str:
+    """One worker; the canned answer, or a keep-alive reverse proxy to ``upstream_port``.
+
+    ``listens`` replaces the single plain listener on ``port``. ``keepalive_requests``
+    makes nginx close each client connection after that many requests, so that clients
+    reconnect the way they must when a front end retires old connections.
+    """
     if "'" in body or "$" in body:
         raise ValueError("the canned body may contain neither ' nor $ (nginx quoting)")
+    if any(listen.tls for listen in listens) and cert is None:
+        raise ValueError("a TLS listener needs a certificate")
     temp = "\n".join(
         f"  {name}_temp_path {workdir / name};"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    upstream, location = "", f"return 200 '{body}';"
+    if upstream_port is not None:
+        # Keep-alive to the upstream too, so that the proxy adds no connection per request.
+        upstream = f"""\
+  upstream backend {{
+    server 127.0.0.1:{upstream_port};
+    keepalive 10000;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+  }}
+"""
+        location = (
+            "proxy_pass http://backend; proxy_http_version 1.1; "
+            'proxy_set_header Connection ""; proxy_buffering off;'
+        )
+    servers = "".join(
+        _server_block(listen, cert, location) for listen in (listens or (Listen(port),))
     )
     return f"""\
 worker_processes 1;
@@ -224,30 +329,75 @@ worker_rlimit_nofile 40000;
 events {{ worker_connections 20000; }}
 http {{
   access_log off;
+  # Every connection's first request, logged on TLS listeners: "." a full handshake, "r"
+  # a resumed one, so that a run's handshakes can be counted.
+  map $connection_requests $first_request {{ 1 1; default 0; }}
+  log_format handshake '$ssl_session_reused';
 {temp}
   keepalive_timeout 120s;
-  keepalive_requests 100000000;
+  keepalive_requests {keepalive_requests or 100_000_000};
   client_max_body_size 1m;
-  server {{
-    listen 127.0.0.1:{port} backlog=8192 reuseport;
-    default_type application/json;
-    location / {{ return 200 '{body}'; }}
-  }}
-}}
+{upstream}{servers}}}
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Nginx:
+    """A running nginx: the base URL of each listener, in the order asked for."""
+
+    urls: tuple[str, ...]
+    handshake_log: Path
+
+    def handshakes(self) -> tuple[int, int]:
+        """Connections accepted on the TLS listeners so far, and how many of them resumed."""
+        try:
+            marks = self.handshake_log.read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            return 0, 0
+        return len(marks), marks.count("r")
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+
 @contextlib.contextmanager
-def run_nginx(*, install: bool = True) -> Iterator[str]:
-    """nginx on a free loopback port, one worker, keepalive on; yields its base URL."""
+def run_nginx(
+    *,
+    install: bool = True,
+    tls: tuple[bool, ...] = (False,),
+    cert: Certificate | None = None,
+    upstream: str | None = None,
+    keepalive_requests: int | None = None,
+    http2: bool = False,
+) -> Iterator[Nginx]:
+    """nginx on free loopback ports, one worker, keepalive on; one listener per ``tls`` entry.
+
+    With ``upstream`` (a base URL on 127.0.0.1) it proxies every request there and each
+    listener's URL keeps the upstream's path; otherwise it answers the canned completion
+    under ``/v1``. ``http2`` lets the TLS listeners speak HTTP/2 to clients that offer it.
+    """
     binary = ensure_nginx(install=install)
     body = json.dumps(CANNED_COMPLETION, separators=(",", ":"))
+    listens = tuple(Listen(free_port(), tls=t, http2=http2 and t) for t in tls)
+    upstream_port, path = None, "/v1"
+    if upstream is not None:
+        parsed = urlsplit(upstream)
+        upstream_port, path = parsed.port, parsed.path
     with tempfile.TemporaryDirectory(prefix="bench-nginx-") as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o755)  # noqa: S103 (nginx workers run as an unprivileged user)
-        port = free_port()
         conf = workdir / "nginx.conf"
-        conf.write_text(nginx_config(port, workdir, body), encoding="utf-8")
+        text = nginx_config(
+            listens[0].port,
+            workdir,
+            body,
+            listens=listens,
+            cert=cert,
+            upstream_port=upstream_port,
+            keepalive_requests=keepalive_requests,
+        )
+        conf.write_text(text, encoding="utf-8")
         proc = subprocess.Popen(
             [binary, "-c", str(conf), "-p", str(workdir), "-e", str(workdir / "error.log")],
             stdout=subprocess.DEVNULL,
@@ -255,14 +405,21 @@ def run_nginx(*, install: bool = True) -> Iterator[str]:
         )
         try:
             try:
-                wait_listening(port, proc=proc)
+                for listen in listens:
+                    wait_listening(listen.port, proc=proc)
             except ServerUnavailable as exc:
                 _stop(proc)
                 err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
                 raise ServerUnavailable(
                     f"nginx did not start: {exc}; {err.strip()[-300:]}"
                 ) from None
-            yield f"http://127.0.0.1:{port}/v1"
+            yield Nginx(
+                tuple(
+                    f"{'https' if listen.tls else 'http'}://127.0.0.1:{listen.port}{path}"
+                    for listen in listens
+                ),
+                workdir / "handshakes.log",
+            )
         finally:
             _stop(proc)
 

@@ -14,10 +14,21 @@ row per input id. Workloads:
 
     python benchmarks/compare.py [--quick] [--n N] [--concurrency C]
         [--workloads overhead,inflight,memory] [--servers nginx,sim] [--tools a,b] [--no-install]
-        [--repeat R]
+        [--repeat R] [--tls [--tls-inflight 100,1000,5000] [--tls-n N]]
+        [--keepalive-requests K]
 
 With ``--repeat R`` every overhead tool runs R times, round-robin, and the table shows the
 median run and the range of CPU per request.
+
+With ``--tls`` the benchmark makes a self-signed P-256 certificate (``openssl``), nginx
+terminates TLS with it, and every tool trusts it through ``SSL_CERT_FILE``, its one CA.
+The overhead workload then runs over HTTPS (the simulator behind nginx); the in-flight
+workload runs at ``--tls-inflight`` counts through one nginx in front of the simulator,
+with a plain and a TLS listener, so that each tool is measured over HTTP/1.1 and HTTPS in
+the same rounds: CPU per request, and the window (the time until as many answers as
+requests in flight have come back: every connection opened and used once).
+``--keepalive-requests K`` makes nginx close every connection after K requests, so that
+clients reconnect, which is where TLS session resumption (``aiohttp-resume``) can pay.
 
 On a fresh machine it installs what it needs unless told ``--no-install``: the peers in
 ``benchmarks/requirements.txt`` into this interpreter's environment, nginx from apt when
@@ -39,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +58,8 @@ from typing import Any
 
 from common import (
     REPO,
+    Certificate,
+    Nginx,
     PeerUnavailable,
     ServerUnavailable,
     child_env,
@@ -53,6 +67,7 @@ from common import (
     ensure_peers,
     last_line,
     machine,
+    make_certificate,
     make_input,
     run_nginx,
     run_simulator,
@@ -67,14 +82,18 @@ TOOLS = (
     "aiohttp",
     "aiohttp-stdloop",
     "aiohttp-gc",
+    "aiohttp-resume",
     "httpx-aiohttp",
     "httpx",
+    "httpx-h2",
     "openai",
     "cookbook",
     "litellm",
     "curator",
 )
 QUICK_TOOLS = ("batchrunner", "aiohttp", "openai")
+# Peers that differ from their plain sibling only over TLS: measured only there.
+TLS_ONLY = ("aiohttp-resume", "httpx-h2")
 DESCRIPTIONS = {
     "batchrunner": "batchrunner CLI (`run … --no-adapt --progress off`): the full pipeline",
     "batchrunner-dry-run": "batchrunner CLI `run --dry-run`",
@@ -83,6 +102,9 @@ DESCRIPTIONS = {
     "aiohttp": "bare asyncio + semaphore over aiohttp (the floor)",
     "aiohttp-stdloop": "the same on the stdlib event loop instead of uvloop",
     "aiohttp-gc": "the same with the garbage-collector thresholds batchrunner's CLI sets",
+    "aiohttp-resume": "the same, each new TLS connection offered the session of the one "
+    "before (`peers.ResumingContext`)",
+    "httpx-h2": "asyncio + semaphore over httpx.AsyncClient(http2=True) (h2, pure Python)",
     "httpx-aiohttp": "asyncio + semaphore over httpx.AsyncClient with AiohttpTransport",
     "httpx": "asyncio + semaphore over httpx.AsyncClient, default transport",
     "openai": "openai AsyncOpenAI + asyncio.Semaphore, SDK defaults",
@@ -108,6 +130,9 @@ class Measurement:
     throttled: int | None = None
     ideal_s: float | None = None
     latency_s: float | None = None
+    scheme: str = "http"
+    first_answer_s: float | None = None
+    window_s: float | None = None
     valid: bool = False
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -141,7 +166,33 @@ def check_output(path: Path, n: int) -> str | None:
     return None
 
 
-def run_tool(m: Measurement, source: Path, url: str, plan: Plan, workdir: Path) -> Measurement:
+def tool_env(plan: Plan) -> dict[str, str]:
+    """The child's environment; with TLS, the benchmark's certificate is its one CA."""
+    env = child_env()
+    if plan.certificate is not None:
+        env["SSL_CERT_FILE"] = str(plan.certificate.cert)
+    return env
+
+
+def run_tool(
+    m: Measurement,
+    source: Path,
+    url: str,
+    plan: Plan,
+    workdir: Path,
+    nginx: Nginx | None = None,
+) -> Measurement:
+    """One run of one tool; with ``nginx``, the TLS handshakes it made are counted too."""
+    before = nginx.handshakes() if nginx is not None else (0, 0)
+    m = _run_tool(m, source, url, plan, workdir)
+    if nginx is not None and m.scheme == "https":
+        after = nginx.handshakes()
+        m.extra["connections"] = after[0] - before[0]
+        m.extra["resumed"] = after[1] - before[1]
+    return m
+
+
+def _run_tool(m: Measurement, source: Path, url: str, plan: Plan, workdir: Path) -> Measurement:
     out = workdir / f"{m.workload}-{m.server}-{m.tool}-{m.n}.parquet"
     out.unlink(missing_ok=True)
     python = plan.curator_python if m.tool == "curator" else None
@@ -149,12 +200,12 @@ def run_tool(m: Measurement, source: Path, url: str, plan: Plan, workdir: Path) 
     argv += ["--input", str(source), "--output", str(out)]
     argv += ["--url", url, "--concurrency", str(m.concurrency)]
     argv += ["--max-tokens", str(plan.max_tokens)]
-    label = f"{m.workload}/{m.server} {m.tool} n={m.n:,} c={m.concurrency:,}"
+    label = f"{m.workload}/{m.server} {m.scheme} {m.tool} n={m.n:,} c={m.concurrency:,}"
     timeout = max(plan.timeout_s, m.n / 1_000)  # 10M rows are allowed their hours
     print(f"… {label}", file=sys.stderr, flush=True)
     try:
         done = subprocess.run(
-            argv, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=timeout
+            argv, cwd=REPO, env=tool_env(plan), capture_output=True, text=True, timeout=timeout
         )
     except subprocess.TimeoutExpired:
         m.note = f"did not finish within {timeout:g} s"
@@ -166,6 +217,7 @@ def run_tool(m: Measurement, source: Path, url: str, plan: Plan, workdir: Path) 
     figures = json.loads(line[len("BENCH ") :])
     for key in ("wall_s", "cpu_s", "user_s", "sys_s", "maxrss_mb", "throttled"):
         setattr(m, key, figures[key])
+    m.first_answer_s, m.window_s = figures.get("first_answer_s"), figures.get("window_s")
     if m.tool.endswith("dry-run"):
         m.valid = figures["exit_status"] == 0
         m.note = "" if m.valid else f"exit {figures['exit_status']}"
@@ -314,6 +366,84 @@ def inflight_table(ms: list[Measurement]) -> str:
     return table(header, rows)
 
 
+def _cpu_cell(m: Measurement | None) -> str:
+    """Median CPU s / 1k requests and the range of the rounds."""
+    if m is None or not m.valid:
+        return "—" if m is None else (m.note or "invalid")
+    spread = _cpu_range(m)
+    return _f(m.cpu_per_1k, ".3f") + ("" if spread == "—" else f" ({spread})")
+
+
+def _seconds(value: float | None) -> str:
+    return _f(value, ".2f")
+
+
+def tls_table(ms: list[Measurement]) -> str:
+    """One row per in-flight count and tool: http beside https, and both against the loop."""
+    cell = {(m.concurrency, m.scheme, m.tool): m for m in ms}
+    header = [
+        "in flight",
+        "N",
+        "tool",
+        "CPU s/1k http",
+        "CPU s/1k https",
+        "https / http",
+        "vs loop http",
+        "vs loop https",
+        "window s http",
+        "window s https",
+        "wall / ideal https",
+        "TLS conns (resumed)",
+    ]
+    rows = []
+    for concurrency in sorted({m.concurrency for m in ms}):
+        for tool in dict.fromkeys(m.tool for m in ms if m.concurrency == concurrency):
+            http, https = (
+                cell.get((concurrency, "http", tool)),
+                cell.get((concurrency, "https", tool)),
+            )
+            loop_http = cell.get((concurrency, "http", FLOOR))
+            loop_https = cell.get((concurrency, "https", FLOOR))
+            shown = https or http
+            assert shown is not None
+            rows.append(
+                [
+                    f"{concurrency:,}",
+                    f"{shown.n:,}",
+                    tool,
+                    _cpu_cell(http),
+                    _cpu_cell(https),
+                    _ratio(_cpu(https), _cpu(http)),
+                    _ratio(_cpu(http), _cpu(loop_http)),
+                    _ratio(_cpu(https), _cpu(loop_https)),
+                    _seconds(http.window_s if http and http.valid else None),
+                    _seconds(https.window_s if https and https.valid else None),
+                    _ratio(https.wall_s, https.ideal_s) if https and https.valid else "—",
+                    _handshakes(https),
+                ]
+            )
+    return table(header, rows)
+
+
+def _cpu(m: Measurement | None) -> float | None:
+    return m.cpu_per_1k if m is not None else None
+
+
+def _handshakes(m: Measurement | None) -> str:
+    if m is None or "connections" not in m.extra:
+        return "—"
+    return f"{m.extra['connections']:,.0f} ({m.extra['resumed']:,.0f})"
+
+
+def _connections_line(ms: list[Measurement]) -> str:
+    """The TLS connections each tool opened (and how many resumed), median of its rounds."""
+    counted = [m for m in ms if "connections" in m.extra]
+    if not counted:
+        return ""
+    each = "; ".join(f"{m.tool} {_handshakes(m)}" for m in counted)
+    return f"\n\nTLS connections accepted by nginx per run (resumed): {each}."
+
+
 def memory_table(ms: list[Measurement]) -> str:
     header = ["mode", "server", "input rows", "wall s", "CPU s/1k rows", "peak RSS MB", "outputs"]
     rows = []
@@ -354,6 +484,11 @@ class Plan:
     timeout_s: float
     repeat: int = 1
     curator_python: Path | None = None
+    tls: bool = False
+    tls_inflight: tuple[int, ...] = ()
+    tls_n: int = 0
+    keepalive_requests: int | None = None
+    certificate: Certificate | None = None
 
 
 def build_plan(args: argparse.Namespace) -> Plan:
@@ -384,12 +519,37 @@ def build_plan(args: argparse.Namespace) -> Plan:
         install=not args.no_install,
         timeout_s=args.tool_timeout,
         repeat=max(1, args.repeat),
+        tls=args.tls,
+        tls_inflight=(200,) if quick else tuple(int(x) for x in args.tls_inflight.split(",") if x),
+        tls_n=500 if quick else args.tls_n,
+        keepalive_requests=args.keepalive_requests,
     )
 
 
-def serve(server: str, plan: Plan) -> contextlib.AbstractContextManager[str]:
-    """nginx with its canned answer, or the simulator at zero latency; yields the base URL."""
-    return run_nginx(install=plan.install) if server == "nginx" else run_simulator()
+@contextlib.contextmanager
+def serve(server: str, plan: Plan) -> Iterator[tuple[str, Nginx | None]]:
+    """nginx with its canned answer, or the simulator at zero latency: the base URL, and nginx.
+
+    With ``--tls`` nginx listens with TLS (HTTP/2 offered when a peer speaks it), and the
+    simulator is reached through nginx terminating TLS in front of it.
+    """
+    if server != "nginx" and not plan.tls and plan.keepalive_requests is None:
+        with run_simulator() as url:
+            yield url, None
+        return
+    with contextlib.ExitStack() as stack:
+        upstream = None if server == "nginx" else stack.enter_context(run_simulator())
+        nginx = stack.enter_context(
+            run_nginx(
+                install=plan.install,
+                tls=(plan.tls,),
+                cert=plan.certificate,
+                upstream=upstream,
+                keepalive_requests=plan.keepalive_requests,
+                http2="httpx-h2" in plan.tools,
+            )
+        )
+        yield nginx.url, nginx
 
 
 def overhead(plan: Plan, workdir: Path, notes: list[str]) -> dict[str, list[Measurement]]:
@@ -398,13 +558,15 @@ def overhead(plan: Plan, workdir: Path, notes: list[str]) -> dict[str, list[Meas
         n = plan.n if server == "nginx" else plan.sim_n
         source = make_input(workdir / f"in-{n}.parquet", n)
         try:
-            with serve(server, plan) as url:
-                runs: dict[str, list[Measurement]] = {tool: [] for tool in plan.tools}
+            with serve(server, plan) as (url, nginx):
+                tools = [t for t in plan.tools if plan.tls or t not in TLS_ONLY]
+                runs: dict[str, list[Measurement]] = {tool: [] for tool in tools}
                 # Round-robin, so that a slow minute on a shared machine hits every tool.
                 for _ in range(plan.repeat):
-                    for tool in plan.tools:
+                    for tool in tools:
                         m = Measurement("overhead", server, tool, n, plan.concurrency)
-                        runs[tool].append(run_tool(m, source, url, plan, workdir))
+                        m.scheme = "https" if plan.tls else "http"
+                        runs[tool].append(run_tool(m, source, url, plan, workdir, nginx))
                 out[server] = [median_of(ms) for ms in runs.values()]
         except ServerUnavailable as exc:
             notes.append(f"overhead against {server} skipped: {exc}")
@@ -418,6 +580,12 @@ def median_of(runs: list[Measurement]) -> Measurement:
         return next((m for m in runs if not m.valid), runs[0])
     first = runs[0]
     m = Measurement(first.workload, first.server, first.tool, first.n, first.concurrency)
+    m.scheme, m.latency_s, m.ideal_s = first.scheme, first.latency_s, first.ideal_s
+    m.first_answer_s = _median_or_none([r.first_answer_s for r in runs])
+    m.window_s = _median_or_none([r.window_s for r in runs])
+    for key in ("connections", "resumed"):
+        if key in first.extra:
+            m.extra[key] = statistics.median(r.extra.get(key, 0) for r in runs)
     m.wall_s = statistics.median(r.wall_s or 0.0 for r in runs)
     m.cpu_s = statistics.median(r.cpu_s or 0.0 for r in runs)
     m.user_s = statistics.median(r.user_s or 0.0 for r in runs)
@@ -425,8 +593,13 @@ def median_of(runs: list[Measurement]) -> Measurement:
     m.maxrss_mb = max(r.maxrss_mb or 0.0 for r in runs)
     m.throttled = max(r.throttled or 0 for r in runs)
     m.valid = True
-    m.extra["runs"] = [{"wall_s": r.wall_s, "cpu_s": r.cpu_s} for r in runs]
+    m.extra["runs"] = [{"wall_s": r.wall_s, "cpu_s": r.cpu_s, "window_s": r.window_s} for r in runs]
     return m
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def inflight(plan: Plan, workdir: Path) -> list[Measurement]:
@@ -441,6 +614,51 @@ def inflight(plan: Plan, workdir: Path) -> list[Measurement]:
                 m.latency_s = latency
                 m.ideal_s = n * latency / concurrency
                 ms.append(run_tool(m, source, url, plan, workdir))
+    return ms
+
+
+def tls_inflight(plan: Plan, workdir: Path) -> list[Measurement]:
+    """In flight × {http, https} × tools, through one nginx in front of the simulator.
+
+    Both schemes go through the same nginx (a plain and a TLS listener, keep-alive to the
+    simulator), so that TLS is the only difference. Round-robin over schemes and tools,
+    ``--repeat`` rounds; each cell is the median of its rounds.
+    """
+    assert plan.certificate is not None
+    latency = plan.inflight_latency_s
+    http2 = "httpx-h2" in plan.tools
+    ms: list[Measurement] = []
+    with (
+        run_simulator(ttft_s=latency) as upstream,
+        run_nginx(
+            install=plan.install,
+            tls=(False, True),
+            cert=plan.certificate,
+            upstream=upstream,
+            keepalive_requests=plan.keepalive_requests,
+            http2=http2,
+        ) as nginx,
+    ):
+        urls = dict(zip(("http", "https"), nginx.urls, strict=True))
+        for concurrency in plan.tls_inflight:
+            n = max(plan.inflight_waves * concurrency, plan.tls_n)
+            source = make_input(workdir / f"in-{n}.parquet", n)
+            cells = [
+                (scheme, tool)
+                for scheme in urls
+                for tool in plan.tools
+                if scheme == "https" or tool not in TLS_ONLY
+            ]
+            runs: dict[tuple[str, str], list[Measurement]] = {cell: [] for cell in cells}
+            for _ in range(plan.repeat):
+                for scheme, tool in cells:
+                    m = Measurement("inflight-tls", "nginx+simulator", tool, n, concurrency)
+                    m.scheme, m.latency_s = scheme, latency
+                    m.ideal_s = n * latency / concurrency
+                    runs[scheme, tool].append(
+                        run_tool(m, source, urls[scheme], plan, workdir, nginx)
+                    )
+            ms += [median_of(rs) for rs in runs.values()]
     return ms
 
 
@@ -459,7 +677,7 @@ def memory(plan: Plan, workdir: Path, notes: list[str]) -> list[Measurement]:
         return ms
     server = "nginx" if "nginx" in plan.servers else "simulator"
     try:
-        with serve(server, plan) as url:
+        with serve(server, plan) as (url, _):
             for n in plan.run_sizes:
                 source = make_input(workdir / f"in-{n}.parquet", n)
                 m = Measurement("memory", server, "batchrunner", n, plan.concurrency)
@@ -490,6 +708,29 @@ def main() -> int:
     )
     parser.add_argument("--tools", help=f"comma-separated subset of {','.join(TOOLS)}")
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="HTTPS: nginx terminates TLS with a fresh self-signed certificate the tools trust "
+        "through SSL_CERT_FILE; the in-flight workload then compares http with https",
+    )
+    parser.add_argument(
+        "--tls-inflight",
+        default="100,1000,5000",
+        help="with --tls: the in-flight counts of the in-flight workload (100,1000,5000)",
+    )
+    parser.add_argument(
+        "--tls-n",
+        type=int,
+        default=3_000,
+        help="with --tls: at least this many requests per in-flight run (3,000)",
+    )
+    parser.add_argument(
+        "--keepalive-requests",
+        type=int,
+        metavar="K",
+        help="nginx closes each connection after K requests, so clients reconnect",
+    )
+    parser.add_argument(
         "--no-install",
         action="store_true",
         help="install nothing (the peers, nginx, Curator's virtualenv)",
@@ -516,6 +757,11 @@ def main() -> int:
     sections: list[tuple[str, str, list[Measurement]]] = []
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         workdir = Path(tmp)
+        if plan.tls:
+            plan.certificate = make_certificate(workdir)
+        scheme = "HTTPS" if plan.tls else "HTTP/1.1"
+        if plan.keepalive_requests:
+            scheme += f", nginx closing connections every {plan.keepalive_requests:,} requests"
         if "overhead" in plan.workloads:
             for server, ms in overhead(plan, workdir, notes).items():
                 n = ms[0].n
@@ -524,10 +770,18 @@ def main() -> int:
                 )
                 title = (
                     f"Overhead: {n:,} rows Parquet → Parquet against {against}, "
-                    f"{plan.concurrency} in flight"
+                    f"{plan.concurrency} in flight, {scheme}"
                 )
-                sections.append((title, overhead_table(ms), ms))
-        if "inflight" in plan.workloads:
+                sections.append((title, overhead_table(ms) + _connections_line(ms), ms))
+        if "inflight" in plan.workloads and plan.tls:
+            ms = tls_inflight(plan, workdir)
+            title = (
+                f"In flight over HTTP/1.1 and HTTPS: nginx in front of the simulator answering "
+                f"after {plan.inflight_latency_s:g} s, N = max({plan.inflight_waves} × in "
+                f"flight, {plan.tls_n:,}), {scheme}, median (range) of {plan.repeat} rounds"
+            )
+            sections.append((title, tls_table(ms), ms))
+        elif "inflight" in plan.workloads:
             ms = inflight(plan, workdir)
             title = (
                 f"In-flight scale: simulator answering after {plan.inflight_latency_s:g} s, "

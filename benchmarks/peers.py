@@ -19,6 +19,7 @@ import json
 import os
 import resource
 import shutil
+import ssl
 import sys
 import tempfile
 import time
@@ -36,7 +37,9 @@ TOOLS = (
     "aiohttp",
     "aiohttp-stdloop",
     "aiohttp-gc",
+    "aiohttp-resume",
     "httpx",
+    "httpx-h2",
     "httpx-aiohttp",
     "openai",
     "cookbook",
@@ -75,6 +78,7 @@ def ok_row(row_id: str, data: dict[str, Any], started: float) -> Row:
         "total_tokens": usage.get("total_tokens"),
         "latency_s": time.perf_counter() - started,
         "http_status": 200,
+        "finished_at": time.time(),  # for the start-up figures, read after the run
     }
 
 
@@ -129,10 +133,55 @@ class Job:
 # -- the peers -----------------------------------------------------------------------------
 
 
-async def run_aiohttp(job: Job, rows: list[tuple[str, str]]) -> list[Row]:
+class ResumingContext(ssl.SSLContext):
+    """An SSL context that offers every new connection the latest connection's session.
+
+    Neither aiohttp nor asyncio (nor uvloop) passes a ``session`` to the SSL object they
+    make, so without this every connection is a full handshake. Both event loops build
+    their SSL objects with ``context.wrap_bio``; this override hands it the session of the
+    connection made before, once that connection holds a ticket (TLS 1.3 sends tickets
+    after the handshake). One SSL object is kept, not one per connection.
+    """
+
+    _last: ssl.SSLObject | None = None
+    _session: ssl.SSLSession | None = None
+
+    def wrap_bio(  # type: ignore[override]
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        last = self._last
+        if last is not None:
+            try:
+                held = last.session
+            except ValueError:  # its handshake is not done: nothing to offer yet
+                held = None
+            if held is not None and held.has_ticket:
+                self._session = held
+        obj = super().wrap_bio(
+            incoming, outgoing, server_side, server_hostname, session or self._session
+        )
+        self._last = obj
+        return obj
+
+
+def resuming_context() -> ResumingContext:
+    """What ``ssl.create_default_context()`` makes (and aiohttp uses), able to resume."""
+    context = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_default_certs(ssl.Purpose.SERVER_AUTH)  # honours SSL_CERT_FILE
+    context.set_alpn_protocols(("http/1.1",))
+    return context
+
+
+async def run_aiohttp(job: Job, rows: list[tuple[str, str]], *, resume: bool = False) -> list[Row]:
     import aiohttp
 
-    connector = aiohttp.TCPConnector(limit=job.concurrency)
+    tls: ssl.SSLContext | bool = resuming_context() if resume else True
+    connector = aiohttp.TCPConnector(limit=job.concurrency, ssl=tls)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def send(row_id: str, prompt: str) -> Row:
@@ -149,7 +198,9 @@ async def run_aiohttp(job: Job, rows: list[tuple[str, str]]) -> list[Row]:
         return await gather_bounded(rows, job.concurrency, send)
 
 
-async def run_httpx(job: Job, rows: list[tuple[str, str]], *, aiohttp_transport: bool) -> list[Row]:
+async def run_httpx(
+    job: Job, rows: list[tuple[str, str]], *, aiohttp_transport: bool, http2: bool = False
+) -> list[Row]:
     import httpx
 
     limits = httpx.Limits(
@@ -160,7 +211,10 @@ async def run_httpx(job: Job, rows: list[tuple[str, str]], *, aiohttp_transport:
         from httpx_aiohttp import AiohttpTransport
 
         transport = AiohttpTransport(limits=limits)
-    async with httpx.AsyncClient(limits=limits, transport=transport, timeout=600.0) as client:
+    # Certificates: httpx's default context trusts SSL_CERT_FILE when it is set.
+    async with httpx.AsyncClient(
+        limits=limits, transport=transport, timeout=600.0, http2=http2
+    ) as client:
 
         async def send(row_id: str, prompt: str) -> Row:
             started = time.perf_counter()
@@ -519,6 +573,10 @@ def preload(tool: str) -> None:
     elif tool.startswith("httpx"):
         import httpx  # noqa: F401
         import httpx_aiohttp  # noqa: F401
+
+        if tool == "httpx-h2":
+            import h2.connection  # noqa: F401
+            import httpcore._async.http2  # noqa: F401
     else:
         import aiohttp  # noqa: F401
 
@@ -530,7 +588,9 @@ def run_peer(job: Job, tool: str) -> None:
             "aiohttp": run_aiohttp,
             "aiohttp-stdloop": run_aiohttp,
             "aiohttp-gc": run_aiohttp,
+            "aiohttp-resume": lambda j, r: run_aiohttp(j, r, resume=True),
             "httpx": lambda j, r: run_httpx(j, r, aiohttp_transport=False),
+            "httpx-h2": lambda j, r: run_httpx(j, r, aiohttp_transport=False, http2=True),
             "httpx-aiohttp": lambda j, r: run_httpx(j, r, aiohttp_transport=True),
             "openai": run_openai,
             "cookbook": run_cookbook,
@@ -558,6 +618,49 @@ def cpu_times() -> tuple[float, float]:
     return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
 
 
+def open_files_to_the_hard_limit() -> None:
+    """Raise this process's open-file limit to its hard limit, for every tool alike.
+
+    Each request in flight holds a socket; a soft limit of 1,024, common by default, would
+    cap any tool at about a thousand connections however many requests it has in flight.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def answer_times(tool: str, output: Path) -> list[float]:
+    """When each ok answer came back (epoch seconds), sorted; empty when not recorded.
+
+    batchrunner stamps ``finished_at`` on every row; the hand-written peers' ``ok_row`` does.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not output.exists() or tool in ("batchrunner-dry-run", "curator"):
+        return []
+    table = pq.read_table(output)
+    if "finished_at" not in table.column_names:
+        return []
+    table = table.filter(pc.equal(table.column("status"), "ok"))
+    stamps = table.column("finished_at").to_pylist()
+    if stamps and not isinstance(stamps[0], float):
+        stamps = [s.timestamp() for s in stamps]
+    return sorted(stamps)
+
+
+def start_up(times: list[float], began: float, concurrency: int) -> dict[str, float | None]:
+    """Seconds from the start of the run to the first answer, and to the window's last.
+
+    The window is as many answers as there are requests in flight: once that many have
+    come back, every connection has been opened and used once.
+    """
+    if not times:
+        return {"first_answer_s": None, "window_s": None}
+    window = times[min(concurrency, len(times)) - 1]
+    return {"first_answer_s": times[0] - began, "window_s": window - began}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tool", choices=TOOLS)
@@ -572,8 +675,10 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="curator-", dir=job.output.parent))
     if args.tool == "curator":
         curator_offline(scratch)
+    open_files_to_the_hard_limit()
     preload(args.tool)
     before = cpu_times()
+    began = time.time()
     started = time.perf_counter()
     exit_status = 0
     if args.tool == "batchrunner-canned":
@@ -596,6 +701,7 @@ def main() -> None:
         "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "throttled": job.throttled,
         "exit_status": exit_status,
+        **start_up(answer_times(args.tool, job.output), began, job.concurrency),
     }
     sys.stdout.write("BENCH " + json.dumps(figures) + "\n")
     sys.stdout.flush()
