@@ -53,8 +53,21 @@ class Wire(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _untrusted_certificate(exc: aiohttp.ClientConnectorCertificateError) -> str:
+    """Why the server's certificate was refused, and how to trust a private CA."""
+    reason = getattr(exc.certificate_error, "verify_message", None) or "verification failed"
+    return (
+        f"the TLS certificate of {exc.host}:{exc.port} is not trusted ({reason}); "
+        "behind a private CA or a TLS-inspecting proxy, set SSL_CERT_FILE to a PEM file "
+        "that holds its CA certificate"
+    )
+
+
 def _connection_error(exc: BaseException) -> RequestError:
-    message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        message = _untrusted_certificate(exc)
+    else:
+        message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
     # No connection was made at all (refused, no such host): reason "connect". A connection
     # that was made and then dropped has no reason.
     connect = isinstance(exc, aiohttp.ClientConnectorError)
