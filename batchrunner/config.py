@@ -403,8 +403,10 @@ class RunConfig:
     grace_s: float = 30.0
     part_rows: int = 10_000  # rows per Parquet part while a run writes (job file only)
     # Memory for the per-row state (ids seen, keys OUTPUT already holds), half each; past
-    # it the keys spill to sorted runs in OUTPUT.index/ and peak RSS stays flat.
-    index_memory_mb: float = 64.0
+    # it the keys spill to sorted runs in OUTPUT.index/ and peak RSS stays flat. 8 MB an
+    # index is a million keys: it fills by 1M rows, so RSS does not grow from there to 10M
+    # (at 32 MB an index it grew by 24 MB); a lookup past it reads a block of each file.
+    index_memory_mb: float = 16.0
     # (index, count): this process runs one shard of the input; ``output`` is the shard's own
     # file and the rate limits above are the whole job's (each shard takes 1/count of them)
     shard: tuple[int, int] | None = None

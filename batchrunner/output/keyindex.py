@@ -15,8 +15,11 @@ lowest bit of a stored value is the mark (resume: "its last result was an error"
   newest is at least half the size of the one before it, so there are O(log n) of them.
 
 Below the bound nothing touches disk. Merges run in Arrow (a stable sort of the runs'
-concatenation, keeping the newest of equal keys) one bucket at a time, so a merge holds a
-256th of the keys at once.
+concatenation, keeping the newest of equal keys). An in-memory merge holds one bucket of the
+bounded runs. A merge of files reads each file in chunks of ``MERGE_CHUNK_KEYS`` and merges
+the keys every chunk has passed, so it holds a fixed few MB however many keys the files
+hold: a whole bucket, a 256th of 100M keys, held 3 MB a file plus Arrow's temporaries, and
+the process's peak RSS grew with the key count.
 """
 
 from __future__ import annotations
@@ -27,17 +30,17 @@ import os
 import shutil
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["DEFAULT_MEMORY_BYTES", "KeyIndex"]
+__all__ = ["DEFAULT_MEMORY_BYTES", "MERGE_CHUNK_KEYS", "KeyIndex", "merge_sorted_chunks"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MEMORY_BYTES = 32 * 1024 * 1024
+DEFAULT_MEMORY_BYTES = 8 * 1024 * 1024  # a million keys; half of a run's index_memory_mb
 RECENT_MAX = 1 << 16
 RECENT_ENTRY_BYTES = 100  # a dict entry and its two ints, roughly
 BUCKET_BITS = 8
@@ -46,6 +49,8 @@ _SHIFT = 64 - BUCKET_BITS
 _OFFSET = 1 << (BUCKET_BITS - 1)  # a signed top byte, -128 to 127, as a bucket from 0
 BLOCK_KEYS = 512  # 4 KiB: one page read per probe of a file
 _KEY_MASK = -2  # clears the mark bit
+# Values read from each file at a time when files are merged or read back: 512 KiB.
+MERGE_CHUNK_KEYS = 1 << 16
 
 
 def _bucket(value: int) -> int:
@@ -88,6 +93,35 @@ def merge_runs(runs: list[array[int]], mask: int = _KEY_MASK) -> tuple[array[int
     return merged, n - len(merged)
 
 
+def merge_sorted_chunks(
+    sources: list[Iterator[array[int]]], mask: int = _KEY_MASK
+) -> Iterator[tuple[array[int], int]]:
+    """Merge sorted streams (oldest first) chunk by chunk: yields sorted runs and drops.
+
+    Each source yields sorted chunks of one sorted run that holds each key once. Every step
+    merges, from each source's current chunk, the values whose key is at most the smallest
+    key that ends a current chunk: no later chunk can hold one of those keys, so the newest
+    value of each key is kept as ``merge_runs`` keeps it, and a step holds at most one chunk
+    per source.
+    """
+    heads = [next(source, array("q")) for source in sources]
+    high = ~mask  # the mark bits: a value's key is at most k when the value is at most k | high
+    while True:
+        live = [head for head in heads if head]
+        if not live:
+            return
+        frontier = min(head[-1] & mask for head in live) | high
+        taken: list[array[int]] = []
+        for i, head in enumerate(heads):
+            if not head:
+                continue
+            cut = bisect_right(head, frontier)
+            taken.append(head[:cut])
+            rest = head[cut:]
+            heads[i] = rest if rest else next(sources[i], array("q"))
+        yield merge_runs(taken, mask)
+
+
 def _find(run: array[int], key: int, mask: int) -> int | None:
     i = bisect_left(run, key)
     if i < len(run) and run[i] & mask == key:
@@ -109,6 +143,11 @@ class _RunFile:
 
     def append(self, values: array[int]) -> None:
         """Append the next bucket's sorted values (call once per bucket, in order)."""
+        self.write(values)
+        self.end_bucket()
+
+    def write(self, values: array[int]) -> None:
+        """Append sorted values to the bucket being written (after the ones written before)."""
         if values:
             start = (-self.count) % BLOCK_KEYS
             self.fences.extend(values[start::BLOCK_KEYS])
@@ -117,11 +156,16 @@ class _RunFile:
             while written < len(data):
                 written += os.pwrite(self.fd, data[written:], self.count * 8 + written)
             self.count += len(values)
+
+    def end_bucket(self) -> None:
+        """The values written since the last call are the next bucket's."""
         self.sections.append(self.count)
 
-    def bucket(self, b: int) -> array[int]:
-        start, end = self.sections[b], self.sections[b + 1]
-        return self._read(start, end - start)
+    def bucket_chunks(self, b: int, chunk: int = MERGE_CHUNK_KEYS) -> Iterator[array[int]]:
+        """The bucket's values, at most ``chunk`` at a time."""
+        end = self.sections[b + 1]
+        for start in range(self.sections[b], end, chunk):
+            yield self._read(start, min(chunk, end - start))
 
     def _read(self, start: int, count: int) -> array[int]:
         out = array("q")
@@ -233,8 +277,9 @@ class KeyIndex:
             return 0
         total = sum(mark for mark in self._recent.values())
         for b in range(BUCKETS):
-            runs = [file.bucket(b) for file in self._files] + self._buckets[b]
-            for run in runs:
+            runs: list[Iterable[array[int]]] = [file.bucket_chunks(b) for file in self._files]
+            runs.append(self._buckets[b])
+            for run in (chunk for chunks in runs for chunk in chunks):
                 if run:
                     marks = pc.bit_wise_and(_int64s(run), pa.scalar(1, pa.int64()))
                     total += pc.sum(marks).as_py() or 0
@@ -244,7 +289,8 @@ class KeyIndex:
         """Every stored value (key | mark), after ``compact()``: each key once, sorted."""
         for b in range(BUCKETS):
             if self._files:
-                yield from self._files[0].bucket(b)
+                for chunk in self._files[0].bucket_chunks(b):
+                    yield from chunk
             else:
                 for run in self._buckets[b]:
                     yield from run
@@ -315,9 +361,11 @@ class KeyIndex:
         target = self._new_file()
         try:
             for b in range(BUCKETS):
-                merged, dropped = merge_runs([source.bucket(b) for source in sources], self._mask)
-                self._superseded += dropped
-                target.append(merged)
+                chunks = [source.bucket_chunks(b) for source in sources]
+                for merged, dropped in merge_sorted_chunks(chunks, self._mask):
+                    self._superseded += dropped
+                    target.write(merged)
+                target.end_bucket()
         except BaseException:
             target.remove()
             raise

@@ -39,7 +39,7 @@ def test_hashed_keys_spread_over_every_bucket_and_the_extremes_are_found() -> No
     extremes = [-(2**63), -1, 0, 2**63 - 1]
     for key in extremes:
         ids.add(key)
-    for _ in range(RECENT_MAX * 2 - len(extremes)):
+    for _ in range(ids._recent_max * 2 - len(extremes)):  # two flushes, none pending
         ids.add(rng.randrange(-(2**63), 2**63))
     assert not ids._recent
     assert all(ids._buckets)  # every bucket holds keys

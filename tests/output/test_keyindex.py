@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import random
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from batchrunner.output import keyindex
 from batchrunner.output.idset import IdSet
-from batchrunner.output.keyindex import KeyIndex
+from batchrunner.output.keyindex import KeyIndex, merge_runs, merge_sorted_chunks
 
 BOUND = 4096  # bytes: a few hundred keys in memory, then a spill
 
@@ -79,3 +84,45 @@ def test_below_the_bound_nothing_touches_disk(tmp_path: Path) -> None:
     assert not (tmp_path / "idx").exists()
     index.compact()
     assert index.stored() == 200_000
+
+
+def test_merged_chunks_keep_the_newest_mark_of_each_key_like_one_merge() -> None:
+    rng = random.Random(8)
+    runs = []
+    for _ in range(3):  # oldest first; each holds a key once, as a file does
+        keys = sorted({rng.randrange(-(2**20), 2**20) * 2 for _ in range(3_000)})
+        runs.append(array("q", [key | rng.randrange(2) for key in keys]))
+    whole, dropped = merge_runs(runs)
+
+    def chunks(run: array[int], size: int) -> Iterator[array[int]]:
+        return (run[at : at + size] for at in range(0, len(run), size))
+
+    steps = list(merge_sorted_chunks([chunks(run, 97) for run in runs]))
+    assert array("q", [v for step, _ in steps for v in step]) == whole
+    assert sum(d for _, d in steps) == dropped > 0
+
+
+def test_a_merge_of_files_reads_each_in_bounded_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keyindex._RunFile.bucket_chunks, "__defaults__", (16,))
+    reads: list[int] = []
+    real_read = keyindex._RunFile._read
+
+    def read(self: keyindex._RunFile, start: int, count: int) -> array[int]:
+        reads.append(count)
+        return real_read(self, start, count)
+
+    monkeypatch.setattr(keyindex._RunFile, "_read", read)
+    index = KeyIndex(tmp_path / "idx", memory_bytes=BOUND)
+    keys = random_keys(20_000, 9)  # buckets of ~80 keys, read 16 at a time
+    for key in keys[:10_000]:
+        index.put(key, 1)
+    for key in keys:
+        index.put(key, 0)  # the first half again, newer
+    reads.clear()
+    index.compact()
+    assert len(index._files) == 1 and reads and max(reads) <= 16
+    assert index.stored() == 20_000 and index.count_marked() == 0
+    assert all(index.get(key) == 0 for key in keys[::97])
+    index.close()
