@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from batchrunner.endpoint.retry import RetryPolicy
     from batchrunner.endpoint.urls import VertexTarget
     from batchrunner.endpoint.usage import normalize_usage
+    from batchrunner.endpoint.wire import Wire, WireResponse
     from batchrunner.errors import (
         AbortError,
         AuthError,
@@ -90,6 +91,8 @@ __all__ = [
     "Usage",
     "UsageError",
     "VertexTarget",
+    "Wire",
+    "WireResponse",
     "__version__",
     "build_authenticator",
     "build_config",
@@ -113,6 +116,8 @@ _EXPORTS = {
     "build_config": "batchrunner.config",
     "load_job_file": "batchrunner.config",
     "VertexTarget": "batchrunner.endpoint.urls",
+    "Wire": "batchrunner.endpoint.wire",
+    "WireResponse": "batchrunner.endpoint.wire",
     "AbortError": "batchrunner.errors",
     "AuthError": "batchrunner.errors",
     "BatchRunnerError": "batchrunner.errors",

@@ -1,6 +1,6 @@
 """The per-row key index alone at scale: peak RSS, insert and probe cost at 100M keys.
 
-    python benchmarks/bench_index.py [--keys 100000000] [--memory-mb 32] [--probes 200000]
+    python benchmarks/bench_index.py [--keys 100000000] [--memory-mb 8] [--probes 200000]
         [--dir DIR]
 
 Inserts ``--keys`` random 64-bit keys (as hashed ids are) into a ``KeyIndex`` bounded to
@@ -18,6 +18,7 @@ import shlex
 import sys
 import tempfile
 import time
+from array import array
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine
 
-from batchrunner.output.keyindex import KeyIndex
+from batchrunner.output.keyindex import DEFAULT_MEMORY_BYTES, KeyIndex
 
 
 def rss_mb() -> float:
@@ -47,7 +48,12 @@ def du_mb(path: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=100_000_000)
-    parser.add_argument("--memory-mb", type=float, default=32.0)
+    parser.add_argument(
+        "--memory-mb",
+        type=float,
+        default=DEFAULT_MEMORY_BYTES / 2**20,
+        help="the bound (default: one index's share of a run's default, 8 MB)",
+    )
     parser.add_argument("--probes", type=int, default=200_000)
     parser.add_argument("--dir", type=Path, default=None)
     args = parser.parse_args()
@@ -55,7 +61,7 @@ def main() -> int:
     start_rss = rss_mb()
     rng = random.Random(2024)
     sample_every = max(1, args.keys // args.probes)
-    present: list[int] = []
+    present = array("q")  # 8 bytes a sampled key, not a Python int's ~36
     with tempfile.TemporaryDirectory(prefix="bench-index-", dir=args.dir) as tmp:
         index = KeyIndex(Path(tmp) / "idx", memory_bytes=int(args.memory_mb * 1024 * 1024))
         getrandbits, put = rng.getrandbits, index.put
@@ -77,7 +83,7 @@ def main() -> int:
         insert_cpu = time.process_time() - c0
         disk = du_mb(Path(tmp))
         files = len(index._files)
-        absent = [getrandbits(64) - (1 << 63) for _ in range(len(present))]
+        absent = array("q", (getrandbits(64) - (1 << 63) for _ in range(len(present))))
         get = index.get
         t0 = time.perf_counter()
         found = sum(get(key) is not None for key in present)
@@ -108,8 +114,8 @@ def main() -> int:
                 f"| {peak_mb():.0f} |",
                 "",
                 f"- probes: {len(present):,} present keys (found {found:,}), {len(absent):,} "
-                f"absent ({false} found: must be 0); the present-key sample list itself "
-                f"holds ~{len(present) * 36 / 1e6:.0f} MB of the RSS.",
+                f"absent ({false} found: must be 0); the two key samples hold "
+                f"{len(present) * 16 / 1e6:.1f} MB of the RSS.",
             ]
         )
     )

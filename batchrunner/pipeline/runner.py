@@ -111,6 +111,7 @@ class Runner:
         authenticator: Authenticator | None = None,
         limiter: Limiter | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        wire: Wire | None = None,
         prices: PriceTable | None = None,
         retry_policy: RetryPolicy | None = None,
         on_progress: Callable[[Counters], None] | None = None,
@@ -121,7 +122,10 @@ class Runner:
         self._model_urls = model_urls
         self._auth = authenticator
         self._limiter = limiter
+        if wire is not None and transport is not None:
+            raise ValueError("pass a wire or a transport, not both")
         self._transport = transport
+        self._given_wire = wire
         self._prices = prices
         self._policy = retry_policy or RetryPolicy(
             max_attempts=config.max_attempts, max_elapsed_s=config.max_row_s
@@ -178,7 +182,10 @@ class Runner:
         return urls
 
     def _wire(self) -> Wire:
+        """The wire given, an httpx transport's, or aiohttp's; the run closes it when done."""
         cfg = self.config
+        if self._given_wire is not None:
+            return self._given_wire
         if self._transport is not None:
             return HttpxWire(
                 self._transport,
